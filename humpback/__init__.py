@@ -1,0 +1,2 @@
+"""humpback: instruction backtranslation data engine."""
+__version__ = "0.1.0"

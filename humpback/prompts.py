@@ -1,0 +1,77 @@
+"""Prompt templates: ``prompts/*.jinja`` rendered in a sandbox, then through the model's chat template.
+
+Templates are rendered by a jinja2 ``SandboxedEnvironment`` with ``StrictUndefined``: user-supplied
+templates cannot reach Python internals, and a misspelt variable is an error instead of an empty string.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+from jinja2 import FileSystemLoader, StrictUndefined, TemplateNotFound, UndefinedError
+from jinja2.sandbox import SandboxedEnvironment
+
+# Repository-level prompts/ (the package is installed editable from the repo); HUMPBACK_PROMPTS adds a
+# user folder searched first, so users can override any template by name.
+BUILTIN_PROMPTS = Path(__file__).resolve().parent.parent / "prompts"
+
+
+class PromptError(ValueError):
+    pass
+
+
+def _search_path(extra: Sequence[str | os.PathLike] = ()) -> list[str]:
+    paths = [str(p) for p in extra]
+    if os.environ.get("HUMPBACK_PROMPTS"):
+        paths.append(os.environ["HUMPBACK_PROMPTS"])
+    paths.append(str(BUILTIN_PROMPTS))
+    return paths
+
+
+def environment(extra_dirs: Sequence[str | os.PathLike] = ()) -> SandboxedEnvironment:
+    return SandboxedEnvironment(
+        loader=FileSystemLoader(_search_path(extra_dirs)),
+        undefined=StrictUndefined,
+        keep_trailing_newline=False,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        autoescape=False,
+    )
+
+
+def render(name: str, /, extra_dirs: Sequence[str | os.PathLike] = (), **variables: Any) -> str:
+    """Render ``name`` (e.g. ``backward`` or ``backward.jinja``, or a path to a .jinja file)."""
+    path = Path(name)
+    if path.suffix == ".jinja" and path.is_file():
+        env = environment([path.parent, *extra_dirs])
+        template_name = path.name
+    else:
+        env = environment(extra_dirs)
+        template_name = name if name.endswith(".jinja") else f"{name}.jinja"
+    try:
+        template = env.get_template(template_name)
+    except TemplateNotFound:
+        raise PromptError(f"prompt template '{template_name}' not found in {_search_path(extra_dirs)}") from None
+    try:
+        return template.render(**variables).strip()
+    except UndefinedError as e:
+        raise PromptError(f"prompt template '{template_name}': {e.message}") from None
+
+
+def chat_messages(user: str, system: Optional[str] = None) -> list[dict[str, str]]:
+    messages = []
+    if system:
+        messages.append({"role": "system", "content": system})
+    messages.append({"role": "user", "content": user})
+    return messages
+
+
+def apply_chat_template(tokenizer, messages: list[dict[str, str]], add_generation_prompt: bool = True) -> str:
+    if not getattr(tokenizer, "chat_template", None):
+        raise PromptError(
+            f"tokenizer of {getattr(tokenizer, 'name_or_path', '?')} has no chat template; "
+            "give a raw prompt instead of chat messages"
+        )
+    return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=add_generation_prompt)

@@ -1,0 +1,197 @@
+"""Arrow schemas for every record humpback writes, and atomic readers/writers for them.
+
+Every stage reads and writes these schemas, so provenance survives from the raw corpus to the exported
+dataset. Writes go to a temporary file in the destination folder and are renamed into place, so a kill
+never leaves a half-written file under its final name.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterable, Iterator, Mapping
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+SEGMENT_SCHEMA = pa.schema(
+    [
+        ("segment_id", pa.string()),
+        ("text", pa.string()),
+        ("heading", pa.string()),
+        ("doc_id", pa.string()),
+        ("url", pa.string()),
+        ("source", pa.string()),
+        ("char_start", pa.int64()),
+        ("char_end", pa.int64()),
+        ("lang", pa.string()),
+        ("lang_score", pa.float64()),
+    ]
+)
+
+SEED_SCHEMA = pa.schema(
+    [
+        ("id", pa.string()),
+        ("instruction", pa.string()),
+        ("output", pa.string()),
+        ("source", pa.string()),
+    ]
+)
+
+PAIR_SCHEMA = pa.schema(
+    [
+        ("pair_id", pa.string()),
+        ("instruction", pa.string()),
+        ("output", pa.string()),
+        ("segment_id", pa.string()),
+        ("doc_id", pa.string()),
+        ("url", pa.string()),
+        ("backward_model", pa.string()),
+        ("gen_params", pa.string()),  # JSON: sampling parameters used for this pair
+        ("round", pa.int64()),
+    ]
+)
+
+SCORE_SCHEMA = pa.schema(
+    [
+        ("pair_id", pa.string()),
+        ("scorer", pa.string()),
+        ("model", pa.string()),
+        ("score", pa.float64()),  # 1-5, or null when the judge output could not be parsed
+        ("score_probs", pa.list_(pa.float64(), 5)),
+        ("expected_score", pa.float64()),
+        ("pmi", pa.float64()),
+        ("rationale", pa.string()),
+    ]
+)
+
+MESSAGE_TYPE = pa.struct([("role", pa.string()), ("content", pa.string())])
+TRAINING_SCHEMA = pa.schema(
+    [
+        ("messages", pa.list_(MESSAGE_TYPE)),
+        ("origin", pa.string()),  # seed | augmented
+    ]
+)
+
+SCHEMAS: dict[str, pa.Schema] = {
+    "segment": SEGMENT_SCHEMA,
+    "seed": SEED_SCHEMA,
+    "pair": PAIR_SCHEMA,
+    "score": SCORE_SCHEMA,
+    "training": TRAINING_SCHEMA,
+}
+
+
+class RecordError(ValueError):
+    """A record does not fit its schema; the message names the file, row and field."""
+
+
+def _coerce_rows(rows: Iterable[Mapping[str, Any]], schema: pa.Schema, where: str) -> pa.Table:
+    columns: dict[str, list] = {f.name: [] for f in schema}
+    for i, row in enumerate(rows):
+        extra = set(row) - set(columns)
+        if extra:
+            raise RecordError(f"{where}: row {i}: unknown field(s) {sorted(extra)} for this schema")
+        for name in columns:
+            columns[name].append(row.get(name))
+    arrays = []
+    for f in schema:
+        try:
+            arrays.append(pa.array(columns[f.name], type=f.type))
+        except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, ValueError) as e:
+            raise RecordError(f"{where}: field '{f.name}' does not fit {f.type}: {e}") from e
+    return pa.Table.from_arrays(arrays, schema=schema)
+
+
+def to_table(rows: Iterable[Mapping[str, Any]], schema: pa.Schema | str, where: str = "<records>") -> pa.Table:
+    if isinstance(schema, str):
+        schema = SCHEMAS[schema]
+    return _coerce_rows(rows, schema, where)
+
+
+@contextmanager
+def atomic_path(path: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
+    """Yield a temporary path next to ``path``; rename it onto ``path`` only if the block succeeds."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix + ".tmp", dir=path.parent)
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        os.replace(tmp_path, path)
+    except BaseException:
+        tmp_path.unlink(missing_ok=True)
+        raise
+
+
+def write_parquet(
+    rows_or_table: Iterable[Mapping[str, Any]] | pa.Table,
+    path: str | os.PathLike,
+    schema: pa.Schema | str | None = None,
+) -> Path:
+    """Write rows (validated against ``schema``) or a table to ``path`` atomically."""
+    if isinstance(rows_or_table, pa.Table):
+        table = rows_or_table
+        if schema is not None:
+            target = SCHEMAS[schema] if isinstance(schema, str) else schema
+            table = table.select(target.names).cast(target)
+    else:
+        if schema is None:
+            raise ValueError("write_parquet needs a schema when given rows")
+        table = to_table(rows_or_table, schema, where=str(path))
+    with atomic_path(path, suffix=".parquet") as tmp:
+        pq.write_table(table, tmp)
+    return Path(path)
+
+
+def write_jsonl(rows: Iterable[Mapping[str, Any]], path: str | os.PathLike) -> Path:
+    with atomic_path(path, suffix=".jsonl") as tmp:
+        with open(tmp, "w", encoding="utf-8") as f:
+            for row in rows:
+                f.write(json.dumps(row, ensure_ascii=False) + "\n")
+    return Path(path)
+
+
+def write_json(obj: Any, path: str | os.PathLike) -> Path:
+    with atomic_path(path, suffix=".json") as tmp:
+        Path(tmp).write_text(json.dumps(obj, indent=2, ensure_ascii=False, default=str) + "\n")
+    return Path(path)
+
+
+def parquet_files(path: str | os.PathLike) -> list[Path]:
+    """The Parquet files of a file or folder (recursively), in a stable order; temp files skipped."""
+    p = Path(path)
+    if p.is_file():
+        return [p]
+    if not p.exists():
+        raise FileNotFoundError(f"{p}: no such file or folder")
+    return sorted(f for f in p.rglob("*.parquet") if not f.name.startswith("."))
+
+
+def read_table(path: str | os.PathLike, schema: pa.Schema | str | None = None) -> pa.Table:
+    """Read a Parquet file or every shard of a folder into one table (optionally checked against a schema)."""
+    files = parquet_files(path)
+    if not files:
+        target = SCHEMAS[schema] if isinstance(schema, str) else schema
+        if target is None:
+            raise FileNotFoundError(f"{path}: no Parquet files")
+        return target.empty_table()
+    tables = [pq.read_table(f) for f in files]
+    if schema is not None:
+        target = SCHEMAS[schema] if isinstance(schema, str) else schema
+        checked = []
+        for f, t in zip(files, tables):
+            missing = [n for n in target.names if n not in t.column_names]
+            if missing:
+                raise RecordError(f"{f}: missing column(s) {missing}")
+            checked.append(t.select(target.names).cast(target))
+        tables = checked
+    return pa.concat_tables(tables, promote_options="default") if len(tables) > 1 else tables[0]
+
+
+def read_rows(path: str | os.PathLike, schema: pa.Schema | str | None = None) -> list[dict[str, Any]]:
+    return read_table(path, schema).to_pylist()
