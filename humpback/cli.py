@@ -83,6 +83,64 @@ def generate_cmd(text, model, template, temperature, top_p, max_tokens, n, seed)
 
 # --- seed (humpback.seed) ---
 
+@main.group("seed")
+def seed_group() -> None:
+    """Seed pairs: import them into the seed schema, and describe a seed file."""
+
+
+@seed_group.command("import")
+@click.argument("src")
+@click.option("--output", "-o", required=True, help="Seed file to write: .parquet or .jsonl.")
+@click.option("--format", "fmt", type=click.Choice(["jsonl", "parquet", "hf", "oasst1"]), default=None,
+              help="Source format (default: from the path; oasst1 also from the record keys).")
+@click.option("--instruction-key", default=None, help="Instruction field (default: instruction, prompt, ...).")
+@click.option("--output-key", default=None, help="Output field (default: output, response, answer, ...).")
+@click.option("--id-key", default=None, help="Id field (default: id when present, else a hash of the pair).")
+@click.option("--lang", default="en", show_default=True, help="oasst1 prompt language ('any' keeps all).")
+@click.option("--split", default=None, help="Split of a saved DatasetDict (default: its only split, or train).")
+@click.option("--heldout-fraction", type=float, default=0.0, show_default=True,
+              help="Share of pairs written to <output stem>.heldout.<ext> for evaluation.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the held-out selection.")
+@click.option("--source-name", default=None, help="Provenance string for the source column (default: SRC).")
+def seed_import_cmd(src, output, fmt, instruction_key, output_key, id_key, lang, split, heldout_fraction,
+                    seed, source_name) -> None:
+    """Import seed pairs from SRC (JSONL, Parquet, a saved HF dataset or the oasst1 export)."""
+    from .seed import import_seed
+
+    report = import_seed(src, output, format=fmt, instruction_key=instruction_key, output_key=output_key,
+                         lang=lang, id_key=id_key, split=split, heldout_fraction=heldout_fraction, seed=seed,
+                         source=source_name)
+    click.echo(report.summary())
+
+
+@seed_group.command("stats")
+@click.argument("file")
+@click.option("--markdown", is_flag=True, help="Print Markdown tables (used for seed_data/README.md).")
+@click.option("--instruction-key", default=None)
+@click.option("--output-key", default=None)
+@click.option("--category-key", default="category", show_default=True)
+def seed_stats_cmd(file, markdown, instruction_key, output_key, category_key) -> None:
+    """Count, categories and word lengths of the pairs in FILE."""
+    from .seed import format_stats, seed_stats
+
+    click.echo(format_stats(seed_stats(file, instruction_key, output_key, category_key), markdown=markdown))
+
+
+@main.command("quickstart-corpus")
+@click.option("--output", "-o", required=True, help="JSONL file to write (id, text, url, source, license).")
+@click.option("--min-chars", type=int, default=1500, show_default=True, help="Shortest description kept.")
+@click.option("--min-headings", type=int, default=3, show_default=True)
+@click.option("--include-rst/--markdown-only", default=True, show_default=True,
+              help="Also use reStructuredText descriptions (their titles become # headings).")
+def quickstart_corpus_cmd(output, min_chars, min_headings, include_rst) -> None:
+    """Build the offline quickstart corpus from the READMEs of the installed Python packages."""
+    from .quickstart_corpus import build_quickstart_corpus
+
+    report = build_quickstart_corpus(output, min_chars=min_chars, min_headings=min_headings,
+                                     include_rst=include_rst)
+    click.echo(report.summary())
+
+
 # --- prepare (humpback.corpus) ---
 
 # --- train (humpback.train) ---

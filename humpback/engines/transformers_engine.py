@@ -275,6 +275,25 @@ class TransformersEngine(Engine):
             mask = mask[:, start:]
         return mask
 
+    @staticmethod
+    def _prefill_groups(batch: list[_Seq], max_waste: float = 1.15) -> list[list[_Seq]]:
+        """Split a refill into groups of similar prompt length: prefill is compute-bound, so padding a
+        short prompt to a long one wastes real work, while padding the KV cache on merge costs nothing."""
+        batch = sorted(batch, key=lambda s: len(s.prompt_ids))
+        groups: list[list[_Seq]] = []
+        cur: list[_Seq] = []
+        total = 0
+        for s in batch:
+            n = len(s.prompt_ids)
+            if cur and n * (len(cur) + 1) > max_waste * (total + n):
+                groups.append(cur)
+                cur, total = [], 0
+            cur.append(s)
+            total += n
+        if cur:
+            groups.append(cur)
+        return groups
+
     def _take_batch(self, queue: deque, slots: int, budget_tokens: int) -> list[_Seq]:
         batch: list[_Seq] = []
         while queue and len(batch) < slots:
@@ -301,14 +320,15 @@ class TransformersEngine(Engine):
                 budget = max(cfg.max_batch_tokens - width_now * len(active), 1)
                 batch = self._take_batch(queue, free, budget)
                 if batch:
-                    logits, new_cache, new_mask = self._prefill(batch)
-                    tokens = self._sample(logits, batch)
-                    if cache is None:
-                        cache, mask = new_cache, new_mask
-                    else:
-                        cache, mask = self._merge(cache, mask, new_cache, new_mask)
-                    active.extend(batch)
-                    next_tokens.extend(tokens)
+                    for group in self._prefill_groups(batch):
+                        logits, new_cache, new_mask = self._prefill(group)
+                        tokens = self._sample(logits, group)
+                        if cache is None:
+                            cache, mask = new_cache, new_mask
+                        else:
+                            cache, mask = self._merge(cache, mask, new_cache, new_mask)
+                        active.extend(group)
+                        next_tokens.extend(tokens)
                     cache, mask, active, next_tokens = self._retire(cache, mask, active, next_tokens, progress)
                     continue
             if not active:

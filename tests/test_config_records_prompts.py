@@ -1,0 +1,124 @@
+"""Config errors name the file and key; records are validated and written atomically; prompts are strict."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+
+from humpback import records
+from humpback.config import ConfigError, EngineConfig, GenerationConfig, StrictModel, load_config
+from humpback.prompts import PromptError, chat_messages, render
+
+
+class _Stage(StrictModel):
+    engine: EngineConfig = EngineConfig()
+    generation: GenerationConfig = GenerationConfig()
+    name: str = "x"
+
+
+def test_unknown_key_names_file_and_key(tmp_path):
+    f = tmp_path / "run.yaml"
+    f.write_text("engine:\n  kind: transformers\n  batchsize: 4\n")
+    with pytest.raises(ConfigError) as e:
+        load_config(_Stage, f)
+    assert str(f) in str(e.value) and "engine.batchsize: unknown key" in str(e.value)
+
+
+def test_wrong_type_names_key_and_value(tmp_path):
+    f = tmp_path / "run.yaml"
+    f.write_text("generation:\n  temperature: hot\n")
+    with pytest.raises(ConfigError, match=r"generation.temperature.*'hot'"):
+        load_config(_Stage, f)
+
+
+def test_bad_yaml_and_missing_file(tmp_path):
+    f = tmp_path / "bad.yaml"
+    f.write_text("a: [1, 2\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(_Stage, f)
+    with pytest.raises(ConfigError, match="not found"):
+        load_config(_Stage, tmp_path / "nope.yaml")
+
+
+def test_defaults_and_overrides(tmp_path):
+    f = tmp_path / "run.yaml"
+    f.write_text("generation:\n  max_tokens: 64\n")
+    cfg = load_config(_Stage, f, overrides={"generation.temperature": 0.2, "name": None})
+    assert cfg.generation.max_tokens == 64 and cfg.generation.temperature == 0.2
+    assert cfg.generation.top_p == 0.9 and cfg.name == "x"  # paper default, None override ignored
+
+
+def test_records_validate_and_roundtrip(tmp_path):
+    rows = [{"id": "a", "instruction": "Do x", "output": "Done", "source": "t"}]
+    path = records.write_parquet(rows, tmp_path / "seed.parquet", "seed")
+    assert records.read_rows(path, "seed") == rows
+    assert pq.read_schema(path).equals(records.SEED_SCHEMA, check_metadata=False)
+    with pytest.raises(records.RecordError, match="unknown field"):
+        records.write_parquet([{**rows[0], "extra": 1}], tmp_path / "x.parquet", "seed")
+    with pytest.raises(records.RecordError, match="field 'char_start'"):
+        records.write_parquet([{"segment_id": "s", "char_start": "zero"}], tmp_path / "y.parquet", "segment")
+
+
+def test_atomic_write_leaves_no_partial_file(tmp_path):
+    target = tmp_path / "out.parquet"
+
+    def rows():
+        yield {"id": "a", "instruction": "i", "output": "o", "source": "s"}
+        raise KeyboardInterrupt  # a kill in the middle of producing rows
+
+    with pytest.raises(KeyboardInterrupt):
+        records.write_parquet(rows(), target, "seed")
+    assert list(tmp_path.iterdir()) == []
+    records.write_parquet([{"id": "a", "instruction": "i", "output": "o", "source": "s"}], target, "seed")
+    assert [p.name for p in tmp_path.iterdir()] == ["out.parquet"]
+
+
+def test_read_folder_of_shards_skips_temp_files(tmp_path):
+    for i in range(3):
+        records.write_parquet([{"id": str(i), "instruction": "i", "output": "o", "source": "s"}],
+                              tmp_path / f"{i:05d}.parquet", "seed")
+    (tmp_path / ".00009.parquet.tmp.parquet").write_bytes(b"garbage")
+    assert [r["id"] for r in records.read_rows(tmp_path, "seed")] == ["0", "1", "2"]
+
+
+def test_score_schema_holds_nulls_and_distributions(tmp_path):
+    row = {"pair_id": "p", "scorer": "rubric", "model": "m", "score": None,
+           "score_probs": [0.1, 0.1, 0.2, 0.3, 0.3], "expected_score": 3.6, "pmi": None, "rationale": None}
+    path = records.write_parquet([row], tmp_path / "s.parquet", "score")
+    assert records.read_rows(path) == [row]
+
+
+def test_prompt_rendering_is_strict_and_sandboxed(tmp_path):
+    text = render("backward", output="Paris is the capital of France.")
+    assert "Paris is the capital of France." in text
+    with pytest.raises(PromptError, match="'output' is undefined"):
+        render("backward")
+    with pytest.raises(PromptError, match="not found"):
+        render("no_such_template")
+    evil = tmp_path / "evil.jinja"
+    evil.write_text("{{ output.__class__.__mro__[1].__subclasses__() }}")
+    from jinja2.exceptions import SecurityError
+
+    with pytest.raises(SecurityError):
+        render(str(evil), output="x")
+    user = tmp_path / "mine.jinja"
+    user.write_text("Q: {{ q }}")
+    assert render(str(user), q="why?") == "Q: why?"
+
+
+def test_chat_messages():
+    assert chat_messages("hi") == [{"role": "user", "content": "hi"}]
+    assert chat_messages("hi", system="S")[0] == {"role": "system", "content": "S"}
+
+
+def test_cli_lists_commands_and_models():
+    from click.testing import CliRunner
+
+    from humpback.cli import main
+
+    out = CliRunner().invoke(main, ["--help"])
+    assert out.exit_code == 0 and "models" in out.output and "generate" in out.output
+    out = CliRunner().invoke(main, ["models"])
+    assert out.exit_code == 0 and "smollm2-135m-instruct" in out.output and "converted" in out.output
