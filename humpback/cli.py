@@ -143,9 +143,167 @@ def quickstart_corpus_cmd(output, min_chars, min_headings, include_rst) -> None:
 
 # --- prepare (humpback.corpus) ---
 
+@main.command("prepare")
+@click.argument("inputs", nargs=-1, required=True, metavar="INPUT...")
+@click.option("--output", "-o", required=True, help="Output folder: segments/, stats.json, quarantine/, logs/.")
+@click.option("--config", "config_path", default=None, help="YAML config (top level or a prepare: section).")
+@click.option("--format", "fmt", type=click.Choice(["auto", "jsonl", "parquet", "warc", "files", "hf-disk"]),
+              default=None, help="Input format (default: from each path).")
+@click.option("--text-key", default=None, help="Text field of JSONL/Parquet/datasets records [text].")
+@click.option("--lang", default=None, help="Languages to keep, comma-separated, or 'any' [en].")
+@click.option("--tasks", type=int, default=None, help="datatrove tasks (default: one per input file, capped).")
+@click.option("--workers", type=int, default=None, help="Tasks run at once (default: CPU cores).")
+@click.option("--limit", type=int, default=None, help="Read at most N input records in total.")
+@click.option("--progress/--no-progress", default=None, help="Progress bars on stderr [on].")
+def prepare_cmd(inputs, output, config_path, fmt, text_key, lang, tasks, workers, limit, progress) -> None:
+    """Turn raw corpus files (JSONL, Parquet, WARC, HTML/markdown folders, saved datasets) into segments."""
+    from .corpus import run_prepare
+
+    result = run_prepare(list(inputs), output, config=config_path, overrides={
+        "read.format": fmt, "read.text_key": text_key, "language.languages": lang, "tasks": tasks,
+        "workers": workers, "read.limit": limit, "progress": progress,
+    })
+    click.echo(result.summary())
+
+
 # --- train (humpback.train) ---
 
+
+@main.group("train")
+def train_group() -> None:
+    """Fine-tune the backward (output -> instruction) or forward model with trl (see docs/train.md)."""
+
+
+def _train_options(f):
+    f = click.option("--lora", is_flag=True, default=None, help="LoRA (peft) instead of full fine-tuning.")(f)
+    f = click.option("--epochs", type=float, default=None, help="Epochs (steps scale with the data).")(f)
+    f = click.option("--max-steps", type=int, default=None, help="Optimizer steps (overrides --epochs).")(f)
+    f = click.option("--config", "config_path", type=click.Path(dir_okay=False), default=None,
+                     help="YAML file of TrainConfig keys.")(f)
+    f = click.option("--output", required=True, type=click.Path(file_okay=False),
+                     help="Model folder to write (resumes an interrupted run).")(f)
+    f = click.option("--base", default=None, help="Base model: alias, folder or HF id [config base_model].")(f)
+    f = click.option("--seed", "seed_paths", required=True, multiple=True, type=click.Path(exists=True),
+                     help="Seed pairs: Parquet/JSONL file or folder (repeatable).")(f)
+    return f
+
+
+def _train_config(config_path, max_steps, epochs, lora, **extra):
+    from .config import load_config
+    from .train import TrainConfig
+
+    overrides = {"max_steps": max_steps, "epochs": epochs, "lora.enabled": lora, **extra}
+    return load_config(TrainConfig, config_path, overrides)
+
+
+def _train_report(result) -> None:
+    res = result.summary["results"]
+    if result.skipped:
+        click.echo(f"{result.output}: already trained with this data and config; nothing to do")
+        return
+    data = result.summary["data"]["examples_by_origin"]
+    loss = "-" if res["final_loss"] is None else f"{res['final_loss']:.4f}"
+    click.echo(f"saved {result.output} ({', '.join(f'{k} {v}' for k, v in data.items())} examples, "
+               f"{res['global_step']} steps, final loss {loss}, mean step {res['mean_step_s']} s)")
+
+
+def _run_train(fn, *args, **kwargs):
+    from .train import TrainingError
+
+    try:
+        return fn(*args, **kwargs)
+    except TrainingError as e:
+        click.echo(f"error: {e}", err=True)
+        sys.exit(2)
+
+
+@train_group.command("backward")
+@_train_options
+def train_backward_cmd(seed_paths, base, output, config_path, max_steps, epochs, lora) -> None:
+    """Fine-tune M_yx on reversed seed pairs (prompt: the output, completion: the instruction)."""
+    from .train import train_backward
+
+    config = _train_config(config_path, max_steps, epochs, lora)
+    _train_report(_run_train(train_backward, list(seed_paths), output, base=base, config=config))
+
+
+@train_group.command("forward")
+@_train_options
+@click.option("--augmented", multiple=True, type=click.Path(exists=True),
+              help="Augmented/curated pairs: Parquet/JSONL file or folder (repeatable).")
+@click.option("--min-score", type=float, default=None, help="Keep augmented pairs with score >= S.")
+@click.option("--no-tags", is_flag=True, help="No system tags (ablation); default tags seed S_a, augmented S_w.")
+def train_forward_cmd(seed_paths, base, output, config_path, max_steps, epochs, lora, augmented, min_score,
+                      no_tags) -> None:
+    """Fine-tune the forward model on seed (tag S_a) plus augmented (tag S_w) pairs, from the base model."""
+    from .train import train_forward
+
+    config = _train_config(config_path, max_steps, epochs, lora, min_score=min_score,
+                           tags=False if no_tags else None)
+    _train_report(_run_train(train_forward, list(seed_paths), output, augmented=list(augmented), base=base,
+                             config=config))
+
 # --- augment / curate (humpback.augment, humpback.curate) ---
+
+@main.command("augment")
+@click.argument("input_path", metavar="INPUT")
+@click.option("--model", required=True, help="Backward model (alias, folder or HF id).")
+@click.option("--output", "-o", required=True, help="Output folder (pairs/, rejected/, stats.json).")
+@click.option("--config", "config_path", default=None, help="YAML file with augment settings.")
+@click.option("--max-segments", type=int, default=None, help="Only the first N segments.")
+@click.option("--n", type=int, default=None, help="Instructions per segment (default 1).")
+@click.option("--engine", type=click.Choice(["transformers", "endpoint", "vllm"]), default=None)
+@click.option("--max-tokens", type=int, default=None, help="Longest instruction in tokens.")
+@click.option("--tasks", type=int, default=None, help="datatrove tasks (shards processed in parallel units).")
+@click.option("--workers", type=int, default=None, help="Tasks run at once on this machine.")
+@click.option("--round", "round_", type=int, default=None, help="Round number recorded on each pair.")
+@click.option("--prepare-config", default=None, help="YAML for `prepare` when INPUT is a raw corpus.")
+def augment_cmd(input_path, model, output, config_path, max_segments, n, engine, max_tokens, tasks, workers,
+                round_, prepare_config) -> None:
+    """Write an instruction for every segment in INPUT with the backward model (self-augmentation).
+
+    INPUT is a segments folder from `humpback prepare`, or a raw corpus (prepared first into OUTPUT/segments).
+    """
+    from .augment import load_augment_config, run_augment
+
+    cfg = load_augment_config(config_path, **{
+        "max_segments": max_segments, "generation.n": n, "engine.kind": engine, "generation.max_tokens": max_tokens,
+        "executor.tasks": tasks, "executor.workers": workers, "round": round_})
+    stats = run_augment(input_path, model, output, cfg, prepare_config=prepare_config)
+    click.echo(f"segments {stats['segments_in']} -> pairs generated {stats['pairs_generated']}, "
+               f"written {stats['pairs_written']}; dropped {stats['dropped'] or 'none'}")
+    click.echo(f"pairs: {output}/pairs   rejected (with reasons): {output}/rejected   stats: {output}/stats.json")
+
+
+@main.command("curate")
+@click.argument("pairs")
+@click.option("--model", required=True, help="Scoring model: the forward model of the previous round.")
+@click.option("--output", "-o", required=True, help="Output folder (scores/, curated/, stats.json).")
+@click.option("--scorer", type=click.Choice(["auto", "rubric", "rubric-generate", "pmi"]), default=None,
+              help="auto: pmi for models under 1B parameters, rubric otherwise.")
+@click.option("--min-score", type=float, default=None, help="Keep pairs with score >= this (default 5).")
+@click.option("--config", "config_path", default=None, help="YAML file with curate settings.")
+@click.option("--engine", type=click.Choice(["transformers", "endpoint", "vllm"]), default=None)
+@click.option("--self-check", "self_check", type=int, default=None,
+              help="Pairs re-scored with shuffled instructions for the AUROC self-check (0 = off).")
+@click.option("--max-pairs", type=int, default=None)
+@click.option("--tasks", type=int, default=None)
+@click.option("--workers", type=int, default=None)
+def curate_cmd(pairs, model, output, scorer, min_score, config_path, engine, self_check, max_pairs, tasks,
+               workers) -> None:
+    """Score every pair in PAIRS and select the tier with score >= --min-score (self-curation).
+
+    PAIRS is an augment output folder, or any JSONL/Parquet file or folder with instruction and output columns.
+    """
+    from .curate import format_summary, load_curate_config, run_curate
+
+    cfg = load_curate_config(config_path, **{
+        "scorer.kind": scorer, "min_score": min_score, "engine.kind": engine, "self_check_sample": self_check,
+        "max_pairs": max_pairs, "executor.tasks": tasks, "executor.workers": workers})
+    stats = run_curate(pairs, model, output, cfg)
+    click.echo(format_summary(stats))
+    click.echo(f"scores: {output}/scores   curated tier: {output}/curated   stats: {output}/stats.json   "
+               f"histogram: {output}/score_hist.png")
 
 
 if __name__ == "__main__":

@@ -68,6 +68,11 @@ SCORE_SCHEMA = pa.schema(
     ]
 )
 
+# A scored pair: the candidate pair plus its score; the curated tier and the scoring checkpoints use it.
+CURATED_SCHEMA = pa.schema(
+    list(PAIR_SCHEMA) + [f for f in SCORE_SCHEMA if f.name != "pair_id"]
+)
+
 MESSAGE_TYPE = pa.struct([("role", pa.string()), ("content", pa.string())])
 TRAINING_SCHEMA = pa.schema(
     [
@@ -81,6 +86,7 @@ SCHEMAS: dict[str, pa.Schema] = {
     "seed": SEED_SCHEMA,
     "pair": PAIR_SCHEMA,
     "score": SCORE_SCHEMA,
+    "curated": CURATED_SCHEMA,
     "training": TRAINING_SCHEMA,
 }
 

@@ -1,0 +1,221 @@
+"""Curation scorers: rate (instruction, output) pairs with the forward model of the previous round.
+
+- ``rubric``: the 1-5 rubric read from next-token probabilities of "1".."5" (renormalised) — there is
+  no text to parse, so there are no parse failures; the distribution and expected score are kept.
+- ``rubric-generate``: the paper's way, reasoning then ``Score: N``; strict parsing, and an
+  unparseable or out-of-range answer gets a null score with the reason kept, never silently dropped.
+- ``pmi``: mean per-token log p(output | instruction) - log p(output | empty request) under the model
+  (the IFD / superfiltering idea); useful even for tiny models, mapped to 1-5 after all pairs are scored.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import re
+from typing import Literal, Optional, Sequence
+
+from pydantic import Field
+
+from .config import StrictModel
+from .engines.base import CHOICE_LOGPROBS, CONTINUATION_LOGPROBS, GENERATE, Engine, GenerationRequest
+from .prompts import render
+
+DIGITS = ["1", "2", "3", "4", "5"]
+_SCORE_LINE = re.compile(r"^\W*score\W*[:=]\s*\**\s*(-?\d+(?:\.\d+)?)\s*(?:/\s*5)?\s*\**\s*\.?\s*$", re.I)
+
+
+class ScorerConfig(StrictModel):
+    kind: Literal["auto", "rubric", "rubric-generate", "pmi"] = "auto"
+    template: str = "curate_rubric"
+    system: Optional[str] = None
+    answer_prefix: str = "Score: "  # rubric: the assistant turn starts with this, the digit comes next
+    max_rationale_tokens: int = Field(256, ge=8)
+    temperature: float = Field(0.0, ge=0)  # rubric-generate: greedy by default for reproducible scores
+    max_output_chars: int = Field(6000, ge=100)  # longer outputs are cut before scoring (noted in rationale)
+    pmi_mapping: Literal["quantile", "thresholds"] = "quantile"
+    # quantile: cut points over this run's PMI values (score 5 = top 10% by default);
+    # thresholds: absolute PMI values (nats/token) separating scores 1|2|3|4|5
+    pmi_cuts: list[float] = Field(default_factory=lambda: [0.3, 0.55, 0.75, 0.9])
+    auto_params_threshold: float = 1e9  # auto: models below this many parameters use pmi, others rubric
+
+
+def resolve_kind(cfg: ScorerConfig, engine: Engine) -> str:
+    if cfg.kind != "auto":
+        return cfg.kind
+    n = getattr(engine, "num_parameters", None)
+    if n is None and hasattr(engine, "model"):
+        n = sum(p.numel() for p in engine.model.parameters())
+    return "pmi" if n is not None and n < cfg.auto_params_threshold else "rubric"
+
+
+def _cut(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[:limit]
+
+
+def parse_generated_score(text: str) -> tuple[Optional[int], Optional[str]]:
+    """(score, None) when the last non-empty line is ``Score: N`` with N in 1..5, else (None, reason)."""
+    lines = [ln for ln in text.strip().splitlines() if ln.strip()]
+    if not lines:
+        return None, "empty_output"
+    m = _SCORE_LINE.match(lines[-1].strip())
+    if not m:
+        return None, "unparseable"
+    value = float(m.group(1))
+    if not value.is_integer() or not 1 <= value <= 5:
+        return None, "out_of_range"
+    return int(value), None
+
+
+class Scorer:
+    kind: str
+    needs: tuple[str, ...] = ()
+
+    def __init__(self, engine: Engine, cfg: ScorerConfig) -> None:
+        self.engine, self.cfg = engine, cfg
+        engine.require(*self.needs)
+
+    def score(self, pairs: Sequence[dict]) -> list[dict]:
+        """Score rows (without pair_id/scorer/model) for each pair, in order."""
+        raise NotImplementedError
+
+    @staticmethod
+    def continuous(row: dict) -> Optional[float]:
+        """The value used for AUROC and ranking."""
+        raise NotImplementedError
+
+    def _messages(self, pair: dict, generate: bool) -> list[dict]:
+        from .prompts import chat_messages
+
+        user = render(self.cfg.template, instruction=pair["instruction"],
+                      output=_cut(pair["output"], self.cfg.max_output_chars), generate=generate)
+        return chat_messages(user, system=self.cfg.system)
+
+
+class RubricScorer(Scorer):
+    kind = "rubric"
+    needs = (CHOICE_LOGPROBS,)
+
+    def score(self, pairs):
+        prompts = [self.engine.format_chat(self._messages(p, False)) + self.cfg.answer_prefix for p in pairs]
+        rows = []
+        for logps in self.engine.choice_logprobs(prompts, DIGITS):
+            m = max(logps)
+            weights = [math.exp(lp - m) for lp in logps]
+            total = sum(weights)
+            probs = [w / total for w in weights]
+            rows.append({
+                "score": float(1 + max(range(5), key=lambda i: probs[i])),
+                "score_probs": probs,
+                "expected_score": sum((i + 1) * p for i, p in enumerate(probs)),
+                "pmi": None,
+                "rationale": f"p(digit mass)={sum(math.exp(lp) for lp in logps):.3f}",
+            })
+        return rows
+
+    @staticmethod
+    def continuous(row):
+        return row["expected_score"]
+
+
+class RubricGenerateScorer(Scorer):
+    kind = "rubric-generate"
+    needs = (GENERATE,)
+
+    def score(self, pairs):
+        reqs = [GenerationRequest(messages=self._messages(p, True), temperature=self.cfg.temperature,
+                                  top_p=1.0, max_tokens=self.cfg.max_rationale_tokens, seed=i)
+                for i, p in enumerate(pairs)]
+        rows = []
+        for res in self.engine.generate(reqs):
+            text = res.text
+            score, problem = parse_generated_score(text)
+            rows.append({
+                "score": float(score) if score is not None else None,
+                "score_probs": None,
+                "expected_score": float(score) if score is not None else None,
+                "pmi": None,
+                "rationale": text if problem is None else f"[{problem}] {text}",
+            })
+        return rows
+
+    @staticmethod
+    def continuous(row):
+        return row["score"]
+
+
+class PMIScorer(Scorer):
+    kind = "pmi"
+    needs = (CONTINUATION_LOGPROBS,)
+
+    def score(self, pairs):
+        from .prompts import chat_messages
+
+        fmt = self.engine.format_chat
+        outputs = [_cut(p["output"], self.cfg.max_output_chars) for p in pairs]
+        cond = [fmt(chat_messages(p["instruction"], system=self.cfg.system)) for p in pairs]
+        # The unconditional side keeps the chat frame with an empty request, so the difference isolates
+        # what the instruction itself explains about the output.
+        uncond = fmt(chat_messages("", system=self.cfg.system))
+        both = self.engine.continuation_logprobs(cond + [uncond] * len(pairs), outputs + outputs)
+        rows = []
+        for c, u in zip(both[: len(pairs)], both[len(pairs):]):
+            pmi = c.mean - u.mean if c.n_tokens else None
+            rows.append({"score": None, "score_probs": None, "expected_score": None, "pmi": pmi,
+                         "rationale": f"logp|x={c.mean:.4f} logp={u.mean:.4f} tokens={c.n_tokens}"})
+        return rows
+
+    @staticmethod
+    def continuous(row):
+        return row["pmi"]
+
+
+SCORERS = {"rubric": RubricScorer, "rubric-generate": RubricGenerateScorer, "pmi": PMIScorer}
+
+
+def make_scorer(engine: Engine, cfg: ScorerConfig) -> Scorer:
+    return SCORERS[resolve_kind(cfg, engine)](engine, cfg)
+
+
+def pmi_to_scores(values: Sequence[Optional[float]], cfg: ScorerConfig) -> tuple[list[Optional[float]], list[float]]:
+    """Map raw PMI values to 1-5; returns the scores and the absolute thresholds used."""
+    present = sorted(v for v in values if v is not None)
+    if cfg.pmi_mapping == "thresholds":
+        cuts = list(cfg.pmi_cuts)
+    elif present:
+        cuts = [present[min(int(q * len(present)), len(present) - 1)] for q in cfg.pmi_cuts]
+    else:
+        cuts = []
+    scores = []
+    for v in values:
+        if v is None:
+            scores.append(None)
+        else:
+            scores.append(float(1 + sum(v >= c for c in cuts)) if cuts else 3.0)
+    return scores, cuts
+
+
+def auroc(positives: Sequence[Optional[float]], negatives: Sequence[Optional[float]]) -> Optional[float]:
+    """P(positive > negative), ties counted half (Mann-Whitney); None values are left out."""
+    pos = [p for p in positives if p is not None]
+    neg = [n for n in negatives if n is not None]
+    if not pos or not neg:
+        return None
+    wins = 0.0
+    for p in pos:
+        for n in neg:
+            wins += 1.0 if p > n else 0.5 if p == n else 0.0
+    return wins / (len(pos) * len(neg))
+
+
+def shuffled_pairs(pairs: Sequence[dict], seed: int = 0) -> list[dict]:
+    """The same pairs with instructions permuted so that no pair keeps its own instruction."""
+    n = len(pairs)
+    if n < 2:
+        return []
+    rng = random.Random(seed)
+    order = list(range(n))
+    rng.shuffle(order)
+    # a cyclic shift of a random order is a derangement
+    perm = {order[i]: order[(i + 1) % n] for i in range(n)}
+    return [{**pairs[i], "instruction": pairs[perm[i]]["instruction"]} for i in range(n)]
