@@ -202,20 +202,23 @@ def run_augment(input_path: str, model: str, output: str, config: AugmentConfig 
                 prepare_config: Optional[str] = None) -> dict:
     """Generate candidate pairs for every segment under ``input_path`` into ``output``/pairs.
 
-    ``input_path`` is a segments folder from ``prepare``; anything else is treated as a raw corpus and
-    prepared first into ``output``/segments. Returns the stage stats (also written to stats.json).
+    ``input_path`` is a ``prepare`` output folder (or its segments/); anything else is treated as a raw
+    corpus and prepared first into ``output``/prepared. Returns the stage stats (also written to stats.json).
     """
     cfg = config or AugmentConfig()
     out = Path(output)
     src = Path(input_path)
     if not src.exists():
         raise FileNotFoundError(f"{src}: no such file or folder")
-    segments = src
-    if not is_segments_folder(src):
+    if is_segments_folder(src):
+        segments = src
+    elif is_segments_folder(src / "segments"):  # a `humpback prepare` output folder
+        segments = src / "segments"
+    else:
         from .corpus import run_prepare  # raw corpus: prepare it first, resumably, inside the output
 
-        segments = out / "segments"
-        run_prepare([str(src)], str(segments), config=prepare_config)
+        run_prepare([str(src)], str(out / "prepared"), config=prepare_config)
+        segments = out / "prepared" / "segments"
     total = count_rows(segments)
     if cfg.max_segments >= 0:
         total = min(total, cfg.max_segments)

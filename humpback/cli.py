@@ -262,7 +262,7 @@ def augment_cmd(input_path, model, output, config_path, max_segments, n, engine,
                 round_, prepare_config) -> None:
     """Write an instruction for every segment in INPUT with the backward model (self-augmentation).
 
-    INPUT is a segments folder from `humpback prepare`, or a raw corpus (prepared first into OUTPUT/segments).
+    INPUT is a `humpback prepare` output folder, or a raw corpus (prepared first into OUTPUT/prepared).
     """
     from .augment import load_augment_config, run_augment
 
