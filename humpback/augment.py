@@ -120,10 +120,11 @@ class PairFilter:
 
 
 def backward_messages(output: str, template: str = "backward", system: Optional[str] = None) -> list[dict]:
-    """The backward prompt for one text; training and augmentation use the same function."""
-    from .prompts import chat_messages, render
+    """The backward prompt for one text: the same builder that `train backward` trains M_yx on."""
+    from .training.data import backward_messages as build
 
-    return chat_messages(render(template, output=output), system=system)
+    messages = build(output, template=template)
+    return ([{"role": "system", "content": system}] if system else []) + messages
 
 
 class BackwardGenerator(PipelineStep):
