@@ -228,7 +228,7 @@ def test_smollm2_pmi_separates_real_from_shuffled_pairs(smollm2_dir):
 
     engine = TransformersEngine(smollm2_dir, EngineConfig(progress=False))
     pairs = _seed_pairs(24)
-    scorer = PMIScorer(engine, ScorerConfig(kind="pmi", max_output_chars=1200))
+    scorer = PMIScorer(engine, ScorerConfig(kind="pmi", max_output_chars=600))
     real = [r["pmi"] for r in scorer.score(pairs)]
     fake = [r["pmi"] for r in scorer.score(shuffled_pairs(pairs, seed=0))]
     assert auroc(real, fake) >= 0.9

@@ -1,7 +1,8 @@
 """Configuration of ``humpback prepare``: one strict pydantic model, loadable from YAML.
 
 Defaults follow the paper (segments of 600-3000 characters under a heading) and datatrove's defaults for the
-quality filters and MinHash. Every key is validated, so a typo in a config file is an error, not a silent no-op.
+quality filters and MinHash. Every key is validated, so a typo in a config file is an error, not a silent
+no-op.
 """
 
 from __future__ import annotations
@@ -64,7 +65,8 @@ class ReadConfig(StrictModel):
     text_key: str = "text"
     id_key: str = "id"
     url_key: str = "url"
-    # auto: a record's text is treated as HTML when it looks like a page (doctype/<html>/<body>, or mostly tags
+    # auto: a record's text is treated as HTML when it looks like a page (doctype/<html>/<body>, or mostly
+    # tags
     # and no markdown headings); markdown and plain text are segmented as they are.
     html: Literal["auto", "always", "never"] = "auto"
     # Anything larger is quarantined as too_large without being parsed, which bounds memory per document.
@@ -77,8 +79,8 @@ class ExtractConfig(StrictModel):
     """trafilatura settings for HTML pages; output is markdown so headings survive for segmentation."""
 
     timeout_s: float = Field(10.0, gt=0)
-    # trafilatura's precision mode removes link-dense elements, which takes out documentation headings whose text
-    # is a self-link (<h2><a href="#x">Title</a></h2>): without them a page cannot be segmented.
+    # trafilatura's precision mode removes link-dense elements, which takes out documentation headings
+    # whose text is a self-link (<h2><a href="#x">Title</a></h2>): without them a page cannot be segmented.
     favor_precision: bool = False
     include_tables: bool = True
     deduplicate: bool = True
@@ -163,8 +165,11 @@ class PrepareConfig(StrictModel):
         return self.model_dump(exclude={"workers", "progress"})
 
 
-def load_prepare_config(path: str | os.PathLike | None, overrides: dict[str, Any] | None = None) -> PrepareConfig:
-    """Load from YAML (top level, or a ``prepare:`` section of a run config), then apply non-None overrides."""
+def load_prepare_config(
+    path: str | os.PathLike | None, overrides: dict[str, Any] | None = None
+) -> PrepareConfig:
+    """Load from YAML (top level, or a ``prepare:`` section of a run config), then apply non-None
+    overrides."""
     data: dict[str, Any] = {}
     source = "<defaults>"
     if path:

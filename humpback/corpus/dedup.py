@@ -37,13 +37,19 @@ def exact_content(doc: Document) -> str:
 
 
 def exact_config() -> ExactDedupConfig:
-    return ExactDedupConfig(content_getter=exact_content, hash_config=HashConfig(precision=64, hash_fc="xxhash"))
+    return ExactDedupConfig(
+        content_getter=exact_content, hash_config=HashConfig(precision=64, hash_fc="xxhash")
+    )
 
 
 def minhash_config(cfg: DedupConfig) -> MinhashConfig:
-    return MinhashConfig(n_grams=cfg.minhash_ngrams, num_buckets=cfg.minhash_buckets,
-                         hashes_per_bucket=cfg.minhash_hashes_per_bucket, seed=cfg.minhash_seed,
-                         hash_config=HashConfig(precision=64, hash_fc="xxhash"))
+    return MinhashConfig(
+        n_grams=cfg.minhash_ngrams,
+        num_buckets=cfg.minhash_buckets,
+        hashes_per_bucket=cfg.minhash_hashes_per_bucket,
+        seed=cfg.minhash_seed,
+        hash_config=HashConfig(precision=64, hash_fc="xxhash"),
+    )
 
 
 class ShardReader(PipelineStep):

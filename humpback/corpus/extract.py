@@ -7,6 +7,8 @@ times out or crashes the extractor is quarantined with its reason instead of dis
 
 from __future__ import annotations
 
+import logging
+
 from datatrove.data import DocumentsPipeline
 from datatrove.pipeline.extractors.base import ExtractorSandbox
 from datatrove.pipeline.extractors.trafilatura import Trafilatura
@@ -14,13 +16,21 @@ from datatrove.pipeline.extractors.trafilatura import Trafilatura
 from .config import ExtractConfig
 from .readers import Quarantine, html_title, normalise_newlines
 
+_WARMUP_PAGE = (
+    "<html><body><article><h1>Warm-up</h1><p>A page to load trafilatura.</p></article></body></html>"
+)
+
 
 class HtmlToMarkdown(Trafilatura):
     name = "⛏ trafilatura → markdown"
 
     def __init__(self, cfg: ExtractConfig, quarantine_dir: str, quarantine_max_chars: int = 20_000):
-        super().__init__(favour_precision=cfg.favor_precision, timeout=cfg.timeout_s, deduplicate=cfg.deduplicate,
-                         include_tables=cfg.include_tables)
+        super().__init__(
+            favour_precision=cfg.favor_precision,
+            timeout=cfg.timeout_s,
+            deduplicate=cfg.deduplicate,
+            include_tables=cfg.include_tables,
+        )
         self.quarantine = Quarantine(quarantine_dir, "extract", quarantine_max_chars)
 
     def extract(self, text: str) -> str:
@@ -40,8 +50,12 @@ class HtmlToMarkdown(Trafilatura):
 
     def run(self, data: DocumentsPipeline, rank: int = 0, world_size: int = 1) -> DocumentsPipeline:
         self.quarantine.start(rank)
+        # trafilatura logs an ERROR line for every page it cannot parse; those pages are counted and
+        # quarantined here, so its own log would only repeat them, interleaved with the progress bars
+        logging.getLogger("trafilatura").setLevel(logging.CRITICAL)
         try:
-            with ExtractorSandbox(timeout=self.timeout, warmup_text="") as extractor:
+            # datatrove warms the sandbox up with "", which trafilatura reports as an unparsable document
+            with ExtractorSandbox(timeout=self.timeout, warmup_text=_WARMUP_PAGE) as extractor:
                 for doc in data:
                     if not doc.metadata.get("html"):
                         self.stat_update("passed_through")
@@ -53,17 +67,26 @@ class HtmlToMarkdown(Trafilatura):
                         try:
                             text = extractor.process_document(doc.text, self.extract)
                         except TimeoutError:
-                            self._drop("extract_timeout", source, doc_id, doc.text,
-                                       f"trafilatura took longer than extract.timeout_s ({self.timeout}s)")
+                            self._drop(
+                                "extract_timeout",
+                                source,
+                                doc_id,
+                                doc.text,
+                                f"trafilatura took longer than extract.timeout_s ({self.timeout}s)",
+                            )
                             continue
                         except EOFError:
-                            self._drop("extract_crashed", source, doc_id, doc.text, "the extractor process died")
+                            self._drop(
+                                "extract_crashed", source, doc_id, doc.text, "the extractor process died"
+                            )
                             continue
                         except Exception as e:  # trafilatura/lxml errors on malformed markup
                             self._drop("extract_error", source, doc_id, doc.text, f"{type(e).__name__}: {e}")
                             continue
                     if not text or not text.strip():
-                        self._drop("no_text_extracted", source, doc_id, doc.text, "trafilatura found no main text")
+                        self._drop(
+                            "no_text_extracted", source, doc_id, doc.text, "trafilatura found no main text"
+                        )
                         continue
                     if not doc.metadata.get("title"):
                         doc.metadata["title"] = html_title(doc.text)
@@ -75,5 +98,11 @@ class HtmlToMarkdown(Trafilatura):
 
     def _drop(self, reason: str, source, doc_id, content: str, detail: str) -> None:
         self.stat_update("quarantined", f"quarantined_{reason}")
-        self.quarantine.put(reason, source, doc_id=doc_id, detail=detail, content=content,
-                            size=len(content.encode("utf-8", "replace")))
+        self.quarantine.put(
+            reason,
+            source,
+            doc_id=doc_id,
+            detail=detail,
+            content=content,
+            size=len(content.encode("utf-8", "replace")),
+        )

