@@ -11,6 +11,7 @@ from .training import (  # noqa: F401
     TrainConfig,
     TrainingError,
     TrainResult,
+    __all__,
     backward_messages,
     forward_messages,
     is_finished,
@@ -18,4 +19,3 @@ from .training import (  # noqa: F401
     train_backward,
     train_forward,
 )
-from .training import __all__  # noqa: F401

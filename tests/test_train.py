@@ -42,7 +42,7 @@ PAIRS = [
     ("Name a large animal.", "An elephant is a very large animal."),
 ]
 
-FAST = dict(dropout=0.0, threads=1, save_steps=1000, logging_steps=5)
+FAST = {"dropout": 0.0, "threads": 1, "save_steps": 1000, "logging_steps": 5}
 
 
 def write_jsonl(path: Path, rows: list[dict]) -> Path:

@@ -118,11 +118,11 @@ def render_model_card(summary: dict[str, Any]) -> str:
         "",
         "## Results",
         "",
-        f"- final loss (last logged step): **{_fmt(res['final_loss'])}**; first logged loss: "
-        f"{_fmt(res['first_loss'])}; mean over the run: {_fmt(res['train_loss'])}",
+        (f"- final loss (last logged step): **{_fmt(res['final_loss'])}**; first logged loss: "
+         f"{_fmt(res['first_loss'])}; mean over the run: {_fmt(res['train_loss'])}"),
         f"- steps: {res['global_step']} of {hp['max_steps']} ({_fmt(res['epochs_done'])} epochs)",
-        f"- wall time in the last process: {_fmt(res['runtime_s'])} s; mean step time "
-        f"{_fmt(res['mean_step_s'])} s; {_fmt(res['tokens_per_s'])} training tokens/s on {res['device']}",
+        (f"- wall time in the last process: {_fmt(res['runtime_s'])} s; mean step time "
+         f"{_fmt(res['mean_step_s'])} s; {_fmt(res['tokens_per_s'])} training tokens/s on {res['device']}"),
     ]
     if res.get("resumed_from_step"):
         lines.append(f"- resumed from the checkpoint at step {res['resumed_from_step']}")
@@ -135,8 +135,8 @@ def render_model_card(summary: dict[str, Any]) -> str:
         "Any humpback command that takes a model accepts this folder, e.g.",
         "",
         "```",
-        f"humpback generate --model {summary['output_name']} "
-        + ("--template backward_train \"<a response>\"" if kind == "backward" else "\"<an instruction>\""),
+        (f"humpback generate --model {summary['output_name']} "
+         + ("--template backward_train \"<a response>\"" if kind == "backward" else "\"<an instruction>\"")),
         "```",
         "",
         f"Versions: {', '.join(f'{k} {v}' for k, v in summary['versions'].items())}.",

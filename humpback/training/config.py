@@ -47,9 +47,14 @@ class TrainConfig(StrictModel):
     epochs: float = Field(3.0, gt=0.0)  # steps = ceil(epochs * examples / batch_size) unless max_steps is set
     max_steps: Optional[int] = Field(None, ge=1)
     max_length: int = Field(2048, ge=16)  # examples longer than this (in tokens) are dropped, and counted
-    # padding_free: a micro-batch is one flattened sequence (no pad tokens, examples stay separate);
-    # padded: right-padded rows; packing: best-fit packed rows of max_length (batch sizes then count rows).
-    batching: Literal["padding_free", "padded", "packing"] = "padding_free"
+    # padded: right-padded rows (grouped by length, see below); padding_free: a micro-batch is one flattened
+    # sequence, no pad tokens, examples kept apart by position ids; packing: best-fit packed rows of
+    # max_length, also flattened (batch sizes then count rows). auto: padding_free with a varlen attention
+    # kernel (flash_attention_*), else padded -- with sdpa/eager attention a flattened micro-batch pays
+    # attention over its whole length, which costs more than padding saves (docs/train.md).
+    batching: Literal["auto", "padded", "padding_free", "packing"] = "auto"
+    group_by_length: bool = True  # padded: batch examples of similar length together (less padding)
+    attn_implementation: Optional[str] = None  # e.g. flash_attention_2 on a GPU; None: the model's default
     seed: int = 0
 
     # --- hardware
@@ -73,7 +78,7 @@ class TrainConfig(StrictModel):
     lora: LoraSettings = Field(default_factory=LoraSettings)
 
     @model_validator(mode="after")
-    def _check(self) -> "TrainConfig":
+    def _check(self) -> TrainConfig:
         if self.tags and (not self.seed_tag.strip() or not self.web_tag.strip()):
             raise ValueError("seed_tag and web_tag must be non-empty while tags are on (set tags: false instead)")
         return self

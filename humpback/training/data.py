@@ -151,7 +151,7 @@ class Example:
 
 
 def _score_bucket(score: float) -> str:
-    return str(int(math.floor(score)))
+    return str(math.floor(score))
 
 
 def load_seed(paths: Iterable[str | os.PathLike]) -> tuple[list[dict], list[SourceStats]]:
@@ -160,7 +160,7 @@ def load_seed(paths: Iterable[str | os.PathLike]) -> tuple[list[dict], list[Sour
     stats: list[SourceStats] = []
     for path in paths:
         for f in input_files(path):
-            rows, present = read_pairs(f, ("instruction", "output"), ("source", "category"))
+            rows, _ = read_pairs(f, ("instruction", "output"), ("source", "category"))
             st = SourceStats(ORIGIN_SEED, str(f), read=len(rows))
             by_source: Counter = Counter()
             for row in rows:

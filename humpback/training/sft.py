@@ -202,12 +202,20 @@ def _load_model(resolved: ResolvedModel, config: TrainConfig):
     for name in _DROPOUT_FIELDS:
         if isinstance(getattr(model_config, name, None), float):
             setattr(model_config, name, config.dropout)
-    model = AutoModelForCausalLM.from_pretrained(path, config=model_config, dtype=torch.float32)
+    kwargs = {"attn_implementation": config.attn_implementation} if config.attn_implementation else {}
+    model = AutoModelForCausalLM.from_pretrained(path, config=model_config, dtype=torch.float32, **kwargs)
     if resolved.kind == "adapter":
         from peft import PeftModel
 
         model = PeftModel.from_pretrained(model, resolved.path).merge_and_unload()
     return model
+
+
+def resolve_batching(config: TrainConfig, model) -> str:
+    if config.batching != "auto":
+        return config.batching
+    attn = str(getattr(model.config, "_attn_implementation", "") or "")
+    return "padding_free" if attn.startswith("flash_attention") else "padded"
 
 
 def _token_lengths(tokenizer, examples: Sequence[Example]) -> list[int]:
@@ -232,8 +240,9 @@ def _trainer_class():
     from trl import SFTTrainer
 
     class HumpbackSFTTrainer(SFTTrainer):
-        def __init__(self, *args, min_lr_ratio: float = 1.0, **kwargs):
+        def __init__(self, *args, min_lr_ratio: float = 1.0, batching: str = "padded", **kwargs):
             self._min_lr_ratio = min_lr_ratio
+            self.batching = batching  # the resolved batching mode (config "auto" made concrete)
             super().__init__(*args, **kwargs)
 
         def create_scheduler(self, num_training_steps: int, optimizer=None):
@@ -349,7 +358,8 @@ def build_trainer(
     n = len(examples)
     batch_size = config.effective_batch_size(n)
     micro, accumulation = config.micro_and_accumulation(batch_size)
-    batching = config.batching
+    model = _load_model(resolved, config)
+    batching = resolve_batching(config, model)
     args = SFTConfig(
         output_dir=str(checkpoint_dir),
         per_device_train_batch_size=micro,
@@ -373,6 +383,8 @@ def build_trainer(
         activation_checkpointing=config.activation_checkpointing,
         logging_steps=config.logging_steps,
         logging_first_step=True,
+        train_sampling_strategy="group_by_length" if batching == "padded" and config.group_by_length
+        else "random",
         save_strategy="steps",
         save_steps=config.save_steps,
         save_total_limit=config.save_total_limit,
@@ -396,13 +408,14 @@ def build_trainer(
     datasets.disable_progress_bars()
     try:
         trainer = trainer_cls(
-            model=_load_model(resolved, config),
+            model=model,
             args=args,
             train_dataset=_hf_dataset(examples),
             processing_class=tokenizer,
             peft_config=peft_config,
             callbacks=[progress],
             min_lr_ratio=config.min_lr_ratio,
+            batching=batching,
         )
     finally:
         if bars_were_on:
@@ -587,7 +600,8 @@ def _summary(kind, examples, stats, config, resolved, trainer, train_output, pro
         "max_steps": trainer.state.max_steps,
         "epochs": config.epochs if config.max_steps is None else None,
         "max_length": config.max_length,
-        "batching": config.batching,
+        "batching": trainer.batching + (" (grouped by length)" if trainer.batching == "padded"
+                                          and config.group_by_length else ""),
         "precision": "bf16 autocast" if args.bf16 else "fp32",
         "max_grad_norm": args.max_grad_norm,
         "warmup_ratio": config.warmup_ratio,
