@@ -47,6 +47,11 @@ DEFAULT_REQUEST_PATTERNS = [
 DEFAULT_REJECT_PATTERNS = [
     r"^(sure|certainly|of course|here is|here's|here are|as an ai|i'm sorry|sorry|thank you)\b",
     r"^(response|answer|output)\s*:",
+    # the model talking about itself or asking for the task instead of writing one
+    r"^i'?m (ready|here|happy|glad|not sure|an ai)\b",
+    r"^i am (ready|here|happy|glad|an ai)\b",
+    r"\bplease provide the (instruction|question|task)\b",
+    r"\bwhat'?s the user'?s (task|question|request)\b",
 ]
 _PREFIX = re.compile(r"^\s*(instruction|question|user|prompt|request|query)\s*:\s*", re.I)
 
@@ -112,7 +117,7 @@ class PairFilter:
         if copy_overlap(instruction, segment, self.cfg.copy_ngram) > self.cfg.max_copy_overlap:
             return "copies_segment"
         first_line = instruction.strip()
-        if any(p.search(first_line) for p in self.reject):
+        if any(p.search(first_line[:300]) for p in self.reject):
             return "not_a_request"
         if self.request and not any(p.search(first_line) for p in self.request):
             return "not_a_request"

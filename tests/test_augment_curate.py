@@ -140,6 +140,9 @@ def test_pair_filters_name_each_reason():
     assert f.reason("Basil needs at least six hours of bright light a day", seg) == "copies_segment"
     assert f.reason("Sure, here is the answer you wanted.", seg) == "not_a_request"
     assert f.reason("Basil plants on a windowsill in summer.", seg) == "not_a_request"
+    assert f.reason("I'm ready to help. What's the user's task?", seg) == "not_a_request"
+    assert f.reason("I'm ready to assist. Please provide the instruction or question.", seg) == "not_a_request"
+    assert f.reason("I'm planting basil indoors; how much light does it need?", seg) is None
     assert f.reason("How much light does basil need indoors?", seg) is None
     assert f.reason("Explain how to keep basil alive indoors", seg) is None
     assert clean_instruction('Instruction: "How do I grow basil?"') == "How do I grow basil?"

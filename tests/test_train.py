@@ -75,7 +75,7 @@ def augmented_file(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def backward_run(tiny_model_dir, seed_file, tmp_path_factory):
     out = tmp_path_factory.mktemp("runs") / "backward"
-    config = TrainConfig(max_steps=40, learning_rate=3e-3, **FAST)
+    config = TrainConfig(max_steps=80, learning_rate=3e-3, **FAST)
     return train_backward(seed_file, out, base=tiny_model_dir, config=config), config
 
 
@@ -134,6 +134,32 @@ def test_config_rejects_unknown_keys(tmp_path):
     assert TrainConfig().effective_batch_size(2999) == 8 and TrainConfig().effective_batch_size(3000) == 32
     assert TrainConfig(micro_batch_size=8).micro_and_accumulation(32) == (8, 4)
     assert TrainConfig(micro_batch_size=5).micro_and_accumulation(8) == (4, 2)
+    assert TrainConfig().micro_and_accumulation(8, "cpu") == (2, 4)
+    assert TrainConfig().micro_and_accumulation(32, "cuda") == (8, 4)
+
+
+def test_latest_checkpoint_skips_and_removes_interrupted_saves(tmp_path):
+    from humpback.training.sft import _latest_checkpoint
+
+    ckpts = tmp_path / "checkpoints"
+    for step, state in ((5, {"global_step": 5}), (10, None), (15, "{truncated")):
+        d = ckpts / f"checkpoint-{step}"
+        d.mkdir(parents=True)
+        (d / "model.safetensors").write_bytes(b"x")
+        if state is not None:
+            (d / "trainer_state.json").write_text(state if isinstance(state, str) else json.dumps(state))
+    assert _latest_checkpoint(ckpts) == (5, ckpts / "checkpoint-5")
+    assert sorted(p.name for p in ckpts.iterdir()) == ["checkpoint-5"]
+    assert _latest_checkpoint(tmp_path / "none") is None
+
+
+def test_output_that_is_not_a_training_is_refused(tiny_model_dir, seed_file, tmp_path):
+    out = tmp_path / "taken"
+    out.mkdir()
+    (out / "notes.txt").write_text("mine")
+    with pytest.raises(TrainingError, match="not a finished humpback training"):
+        train_backward(seed_file, out, base=tiny_model_dir, config=TrainConfig(max_steps=1, **FAST))
+    assert (out / "notes.txt").read_text() == "mine"
 
 
 # ------------------------------------------------------------------------------------------- loss masking
@@ -196,7 +222,7 @@ def test_backward_model_memorises_and_loss_falls(backward_run):
 
     result, _ = backward_run
     res = result.summary["results"]
-    assert res["global_step"] == 40
+    assert res["global_step"] == 80
     assert res["final_loss"] < res["first_loss"] / 3, res
 
     engine = TransformersEngine(str(result.output), EngineConfig(dtype="float32", progress=False))
@@ -315,12 +341,12 @@ def test_kill_9_then_rerun_resumes_from_the_checkpoint(tiny_model_dir, seed_file
 
 @pytest.mark.slow
 def test_smollm2_forward_and_backward_few_steps(smollm2_dir, tmp_path):
-    parts = sorted((REPO / "seed_data" / "parts").glob("*.jsonl"))
-    if not parts:
-        pytest.skip("no shipped seed part files yet")
-    rows = [json.loads(line) for line in parts[0].read_text().splitlines() if line.strip()][:16]
+    shipped = REPO / "seed_data" / "seed.jsonl"
+    if not shipped.is_file():
+        pytest.skip("no shipped seed set")
+    rows = [json.loads(line) for line in shipped.read_text().splitlines() if line.strip()][:16]
     seed = write_jsonl(tmp_path / "seed.jsonl", rows)
-    config = TrainConfig(max_steps=2, batch_size=4, micro_batch_size=4, max_length=768, save_steps=1)
+    config = TrainConfig(max_steps=2, batch_size=4, max_length=768)
     fwd = train_forward(seed, tmp_path / "m0", base="smollm2-135m-instruct", config=config)
     bwd = train_backward(seed, tmp_path / "backward", base="smollm2-135m-instruct", config=config)
     for result in (fwd, bwd):

@@ -132,12 +132,24 @@ def render_model_card(summary: dict[str, Any]) -> str:
         "",
         "## Use",
         "",
-        "Any humpback command that takes a model accepts this folder, e.g.",
+        "Any humpback stage that takes a model accepts this folder. By hand:",
         "",
-        "```",
-        (f"humpback generate --model {summary['output_name']} "
-         + ("--template backward_train \"<a response>\"" if kind == "backward" else "\"<an instruction>\"")),
-        "```",
+    ]
+    if kind == "backward":
+        command = f"humpback generate --model {summary['output_name']} --template backward_train \"<a response>\""
+        lines += ["```", command, "```"]
+    else:
+        lines += [
+            "```python",
+            "from humpback.engines import GenerationRequest, make_engine",
+            "from humpback.train import forward_messages",
+            "",
+            f"engine = make_engine({summary['output_name']!r})",
+            'messages = forward_messages("<an instruction>", tag="both")  # S_a + S_w, the paper\'s best',
+            "[result] = engine.generate([GenerationRequest(messages=messages)])",
+            "```",
+        ]
+    lines += [
         "",
         f"Versions: {', '.join(f'{k} {v}' for k, v in summary['versions'].items())}.",
         "",

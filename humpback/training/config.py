@@ -43,7 +43,9 @@ class TrainConfig(StrictModel):
     dropout: float = Field(0.1, ge=0.0, lt=1.0)  # applied to the model config's dropout fields that exist
     max_grad_norm: float = Field(1.0, gt=0.0)
     batch_size: Optional[int] = Field(None, ge=1)  # examples per optimizer step; None: 8 below 3000 examples, else 32
-    micro_batch_size: int = Field(8, ge=1)  # examples per forward pass; gradient accumulation makes up the rest
+    # Examples per forward pass; gradient accumulation makes up the rest. None: 8 on a GPU, 2 on CPU, where
+    # fp32 activations of 8 SmolLM2 examples of ~900 tokens took 17 GB (sdpa materialises attention there).
+    micro_batch_size: Optional[int] = Field(None, ge=1)
     epochs: float = Field(3.0, gt=0.0)  # steps = ceil(epochs * examples / batch_size) unless max_steps is set
     max_steps: Optional[int] = Field(None, ge=1)
     max_length: int = Field(2048, ge=16)  # examples longer than this (in tokens) are dropped, and counted
@@ -94,9 +96,10 @@ class TrainConfig(StrictModel):
             return self.batch_size
         return 8 if n_examples < SMALL_DATA_EXAMPLES else 32
 
-    def micro_and_accumulation(self, batch_size: int) -> tuple[int, int]:
+    def micro_and_accumulation(self, batch_size: int, device: str = "cpu") -> tuple[int, int]:
         """The largest micro-batch <= micro_batch_size that divides batch_size, and the accumulation steps."""
-        micro = min(self.micro_batch_size, batch_size)
+        limit = self.micro_batch_size or (2 if device == "cpu" else 8)
+        micro = min(limit, batch_size)
         while batch_size % micro:
             micro -= 1
         return micro, batch_size // micro
