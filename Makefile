@@ -32,6 +32,10 @@ quickstart: install
 
 bench: install
 	$(BIN)/python tools/bench/engine.py
+	$(BIN)/python tools/bench/curate.py
+	$(BIN)/python tools/bench/augment.py
+	$(BIN)/python tools/bench/prepare.py
+	$(BIN)/python tools/bench/train.py
 
 lint: install
 	$(BIN)/ruff check humpback tests tools
