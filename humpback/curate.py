@@ -247,9 +247,11 @@ def self_check(model: str, cfg: CurateConfig, pairs_dir: Path, scored_dir: Path,
     result = {"n": len(sample), "auroc": value, "threshold": AUROC_WARN,
               "mean_real": _mean(real), "mean_shuffled": _mean(fake)}
     if value is None or value < AUROC_WARN:
+        advice = "a stronger scoring model" if kind == "pmi" else "--scorer pmi or a stronger model"
+        small = f"; only {len(sample)} pairs were checked, so the estimate is rough" if len(sample) < 20 else ""
         result["warning"] = ("this scorer cannot tell matching pairs from shuffled ones on this data "
                              f"(AUROC {value if value is None else round(value, 3)} < {AUROC_WARN}); "
-                             "its tiers are not trustworthy — try --scorer pmi or a stronger model")
+                             f"its tiers are not trustworthy — try {advice}{small}")
     return result
 
 

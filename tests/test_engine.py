@@ -138,3 +138,18 @@ def test_real_smollm2_answers_a_simple_question(smollm2_dir):
     assert res.finish_reasons == ["stop"]
     # the rubric's digits are single tokens for this tokenizer
     assert len(engine.choice_token_ids(["1", "2", "3", "4", "5"])) == 5
+
+
+def test_choice_logprobs_with_a_shared_prefix_equal_direct_forward(tiny_engine):
+    # scoring prompts from one template share a long prefix; its KV cache is computed once and shared
+    header = "Rate the answer below on a scale from one to five. " * 6
+    prompts = [header + tail for tail in ["Answer: yes. Score:", "Answer: a much longer reply here. Score:",
+                                          "Score:"]]
+    ids = tiny_engine.choice_token_ids(["1", "2", "3", "4", "5"])
+    assert tiny_engine._last_logits_shared_prefix([tiny_engine.encode(p) for p in prompts]) is not None
+    got = tiny_engine.choice_logprobs(prompts, ["1", "2", "3", "4", "5"])
+    for p, row in zip(prompts, got):
+        x = torch.tensor([tiny_engine.encode(p)])
+        with torch.no_grad():
+            want = torch.log_softmax(tiny_engine.model(input_ids=x).logits[0, -1].float(), -1)[ids]
+        assert torch.allclose(torch.tensor(row), want, atol=1e-4)

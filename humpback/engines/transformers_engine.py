@@ -405,24 +405,67 @@ class TransformersEngine(Engine):
         out: list[Optional[list[float]]] = [None] * len(prompts)
         progress = _Progress(len(prompts), self.config.progress, "choice_logprobs")
         for batch in self._batches([len(e) for e in encoded]):
-            width = max(len(encoded[i]) for i in batch)
-            ids = torch.full((len(batch), width), self.pad_id, dtype=torch.long)
-            mask = torch.zeros((len(batch), width), dtype=torch.long)
-            for row, i in enumerate(batch):
-                n = len(encoded[i])
-                ids[row, width - n:] = torch.tensor(encoded[i])
-                mask[row, width - n:] = 1
-            pos = (mask.cumsum(-1) - 1).clamp(min=0)
-            with torch.inference_mode():
-                logits = self.model(input_ids=ids.to(self.device), attention_mask=mask.to(self.device),
-                                    position_ids=pos.to(self.device), use_cache=False,
-                                    logits_to_keep=1).logits[:, -1, :]
+            seqs = [encoded[i] for i in batch]
+            logits = self._last_logits_shared_prefix(seqs)
+            if logits is None:
+                logits = self._last_logits_left_padded(seqs)
             logp = torch.log_softmax(logits.float(), dim=-1).cpu()
             for row, i in enumerate(batch):
                 out[i] = logp[row, choice_ids].tolist()
-            progress.update(len(batch), sum(len(encoded[i]) for i in batch))
+            progress.update(len(batch), sum(len(s) for s in seqs))
         progress.close()
         return out  # type: ignore[return-value]
+
+    def _last_logits_left_padded(self, seqs: list[list[int]]) -> torch.Tensor:
+        width = max(len(s) for s in seqs)
+        ids = torch.full((len(seqs), width), self.pad_id, dtype=torch.long)
+        mask = torch.zeros((len(seqs), width), dtype=torch.long)
+        for row, s in enumerate(seqs):
+            ids[row, width - len(s):] = torch.tensor(s)
+            mask[row, width - len(s):] = 1
+        pos = (mask.cumsum(-1) - 1).clamp(min=0)
+        with torch.inference_mode():
+            return self.model(input_ids=ids.to(self.device), attention_mask=mask.to(self.device),
+                              position_ids=pos.to(self.device), use_cache=False, logits_to_keep=1).logits[:, -1, :]
+
+    def _last_logits_shared_prefix(self, seqs: list[list[int]], min_prefix: int = 32) -> Optional[torch.Tensor]:
+        """Scoring prompts built from one template share a long token prefix (chat frame + rubric text):
+        run it once, share its KV cache across the batch, and run only the differing suffixes."""
+        if len(seqs) < 2:
+            return None
+        common = min(len(s) for s in seqs) - 1  # every row keeps at least one token of its own
+        first = seqs[0]
+        for s in seqs[1:]:
+            n = 0
+            while n < common and s[n] == first[n]:
+                n += 1
+            common = n
+        if common < min_prefix:
+            return None
+        from transformers import DynamicCache
+
+        with torch.inference_mode():
+            cache = DynamicCache(config=self.model.config)
+            self.model(input_ids=torch.tensor([first[:common]], device=self.device), past_key_values=cache,
+                       use_cache=True)
+            if not self._can_merge(cache):
+                return None
+            for layer in cache.layers:
+                layer.keys = layer.keys.expand(len(seqs), -1, -1, -1).contiguous()
+                layer.values = layer.values.expand(len(seqs), -1, -1, -1).contiguous()
+            width = max(len(s) - common for s in seqs)
+            ids = torch.full((len(seqs), width), self.pad_id, dtype=torch.long)
+            mask = torch.zeros((len(seqs), common + width), dtype=torch.long)
+            mask[:, :common] = 1
+            for row, s in enumerate(seqs):  # suffixes right-padded, so positions simply continue the prefix
+                ids[row, : len(s) - common] = torch.tensor(s[common:])
+                mask[row, common: len(s)] = 1
+            pos = (common + torch.arange(width)).unsqueeze(0).expand(len(seqs), -1)
+            hidden = self.model.get_decoder()(
+                input_ids=ids.to(self.device), attention_mask=mask.to(self.device), position_ids=pos.to(self.device),
+                past_key_values=cache, use_cache=True).last_hidden_state
+            last = torch.tensor([len(s) - common - 1 for s in seqs], device=hidden.device)
+            return self._lm_head(hidden[torch.arange(len(seqs), device=hidden.device), last])
 
     def continuation_logprobs(self, prompts: Sequence[str], continuations: Sequence[str]) -> list[ContinuationScore]:
         if len(prompts) != len(continuations):
