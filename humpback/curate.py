@@ -28,6 +28,7 @@ from .records import (
     SCORE_SCHEMA,
     RecordError,
     atomic_path,
+    iter_jsonl,
     parquet_files,
     to_table,
     write_json,
@@ -117,19 +118,7 @@ def normalise_input(src: str, work: Path) -> Path:
 def _read_any(f: Path) -> list[dict]:
     if f.suffix == ".parquet":
         return pq.read_table(f).to_pylist()
-    rows = []
-    import gzip
-
-    opener = gzip.open if f.name.endswith(".gz") else open
-    with opener(f, "rt", encoding="utf-8") as fh:
-        for n, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError as e:
-                raise RecordError(f"{f}:{n}: invalid JSON: {e.msg}") from None
-    return rows
+    return [row for _, row in iter_jsonl(f)]
 
 
 # ----------------------------------------------------------------------------- scoring step

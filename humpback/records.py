@@ -172,6 +172,29 @@ def write_json(obj: Any, path: str | os.PathLike) -> Path:
     return Path(path)
 
 
+def iter_jsonl(path: str | os.PathLike) -> Iterator[tuple[int, dict[str, Any]]]:
+    """(line number, record) for each non-blank line of a JSONL or JSONL.gz file, streaming.
+
+    A bad line is a user error in the input: it raises RecordError naming the file and line rather than
+    being skipped, so no record disappears silently.
+    """
+    import gzip
+
+    p = Path(path)
+    opener = gzip.open if p.name.lower().endswith(".gz") else open
+    with opener(p, "rt", encoding="utf-8") as f:
+        for lineno, line in enumerate(f, start=1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise RecordError(f"{p}:{lineno}: not valid JSON: {e.msg} (column {e.colno})") from None
+            if not isinstance(record, dict):
+                raise RecordError(f"{p}:{lineno}: expected a JSON object, got {type(record).__name__}")
+            yield lineno, record
+
+
 def parquet_files(path: str | os.PathLike) -> list[Path]:
     """The Parquet files of a file or folder (recursively), in a stable order; temp files skipped."""
     p = Path(path)

@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from .config import ConfigError
-from .records import RecordError, parquet_files, write_jsonl, write_parquet
+from .records import RecordError, iter_jsonl, parquet_files, write_jsonl, write_parquet
 
 log = logging.getLogger(__name__)
 
@@ -141,17 +141,8 @@ def _iter_json_records(path: Path) -> Iterator[tuple[str, dict]]:
                     raise RecordError(f"{path}: item {i}: expected a JSON object, got {type(item).__name__}")
                 yield f"{path} item {i}", item
             return
-        lines = text.splitlines() if text is not None else f
-        for lineno, line in enumerate(lines, start=1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise RecordError(f"{path}:{lineno}: not valid JSON: {e.msg} (column {e.colno})") from None
-            if not isinstance(record, dict):
-                raise RecordError(f"{path}:{lineno}: expected a JSON object, got {type(record).__name__}")
-            yield f"{path}:{lineno}", record
+    for lineno, record in iter_jsonl(path):
+        yield f"{path}:{lineno}", record
 
 
 def _iter_parquet_records(path: Path) -> Iterator[tuple[str, dict]]:

@@ -6,7 +6,6 @@ inference use the same functions, so what a model is trained on and what it is l
 
 from __future__ import annotations
 
-import json
 import math
 import os
 from collections import Counter
@@ -17,7 +16,7 @@ from typing import Any, Iterable, Optional, Sequence
 import pyarrow.parquet as pq
 
 from ..prompts import render
-from ..records import RecordError
+from ..records import RecordError, iter_jsonl
 from .config import SEED_TAG, WEB_TAG
 
 BACKWARD_TEMPLATE = "backward_train"
@@ -79,19 +78,7 @@ def input_files(path: str | os.PathLike) -> list[Path]:
 
 
 def _read_jsonl(path: Path) -> list[dict[str, Any]]:
-    rows = []
-    with open(path, encoding="utf-8") as f:
-        for i, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise RecordError(f"{path}:{i}: not valid JSON: {e}") from None
-            if not isinstance(row, dict):
-                raise RecordError(f"{path}:{i}: expected a JSON object, got {type(row).__name__}")
-            rows.append(row)
-    return rows
+    return [row for _, row in iter_jsonl(path)]
 
 
 def read_pairs(path: Path, columns: Sequence[str], optional: Sequence[str] = ()) -> tuple[list[dict], set[str]]:
