@@ -16,14 +16,17 @@ class _HumpbackGroup(click.Group):
     def invoke(self, ctx):
         from .config import ConfigError
         from .engines.base import EngineCapabilityError
+        from .export import ExportError
         from .models import ModelResolutionError
         from .prompts import PromptError
         from .records import RecordError
+        from .runs import RunError
+        from .training.sft import TrainingError
 
         try:
             return super().invoke(ctx)
         except (ConfigError, ModelResolutionError, PromptError, RecordError, EngineCapabilityError,
-                FileNotFoundError) as e:
+                FileNotFoundError, RunError, ExportError, TrainingError) as e:
             click.echo(f"error: {e}", err=True)
             sys.exit(2)
 
@@ -306,5 +309,52 @@ def curate_cmd(pairs, model, output, scorer, min_score, config_path, engine, sel
                f"histogram: {output}/score_hist.png")
 
 
-if __name__ == "__main__":
-    main()
+
+# --- run / export / stats ---------------------------------------------------------------------------
+@main.command("run")
+@click.argument("config_path", metavar="CONFIG")
+@click.option("--run-dir", default=None, help="Run folder (default: run_dir in CONFIG, else runs/<name>).")
+@click.option("--from", "start", default=None, help="Re-run this stage and every stage after it.")
+@click.option("--until", default=None, help="Stop after this stage.")
+def run_cmd(config_path, run_dir, start, until) -> None:
+    """Run the Humpback loop described by CONFIG (YAML); rerunning resumes and skips finished stages.
+
+    Stages: corpus (quickstart only), prepare, seed, backward, augment, m0, curate-r1, m1, ... export.
+    """
+    from .loop import format_run_summary, run_loop
+
+    run = run_loop(config_path, run_dir=run_dir, start=start, until=until)
+    click.echo("\n" + format_run_summary(run))
+    click.echo(f"\nmanifest: {run.manifest_path}")
+
+
+@main.command("export")
+@click.argument("source", metavar="DIR")
+@click.option("--min-score", type=float, default=None, help="Keep pairs with score >= S (default: curate's).")
+@click.option("--to-dir", default=None, help="Write the dataset (Parquet + card) to this folder.")
+@click.option("--to-hub", default=None, metavar="REPO", help="Upload to this Hub dataset repo (user/name).")
+@click.option("--private", is_flag=True, help="Create the Hub repo private.")
+@click.option("--token-env", default=None, metavar="VAR", help="Env var holding the Hub token (default: saved login).")
+@click.option("--exclude", multiple=True, help="JSONL/Parquet of flagged pair_ids to leave out (e.g. decontam).")
+@click.option("--with-seed", is_flag=True, help="Also export the seed pairs (origin=seed); DIR must be a run.")
+@click.option("--license", "license_", default="other", show_default=True, help="License field of the card.")
+@click.option("--name", "pretty_name", default=None, help="Dataset title on the card.")
+def export_cmd(source, min_score, to_dir, to_hub, private, token_env, exclude, with_seed, license_,
+               pretty_name) -> None:
+    """Export the curated pairs of DIR (a run folder or a curate output) as a Hub-ready dataset."""
+    from pathlib import Path
+
+    from .export import export_dataset, upload_to_hub
+
+    if not to_dir and not to_hub:
+        raise click.UsageError("give --to-dir OUT, --to-hub REPO, or both")
+    local = to_dir
+    if local is None:  # a Hub upload still goes through a local export, kept for a retry
+        base = Path(source) if (Path(source) / "manifest.json").is_file() else Path(source).parent
+        local = str(base / "export-hub" / to_hub.replace("/", "__"))
+    result = export_dataset(source, local, min_score=min_score, exclude=exclude, with_seed=with_seed,
+                            license=license_, pretty_name=pretty_name)
+    click.echo(result.summary())
+    if to_hub:
+        url = upload_to_hub(local, to_hub, private=private, token_env=token_env)
+        click.echo(f"uploaded to {url}")

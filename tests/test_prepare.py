@@ -597,7 +597,7 @@ def _prepare_cmd(src: Path, out: Path) -> list[str]:
     return [
         sys.executable,
         "-m",
-        "humpback.cli",
+        "humpback",
         "prepare",
         str(src),
         "--output",

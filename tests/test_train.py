@@ -302,7 +302,7 @@ def test_kill_9_then_rerun_resumes_from_the_checkpoint(tiny_model_dir, seed_file
     cfg = tmp_path / "train.yaml"
     cfg.write_text("learning_rate: 1.0e-3\ndropout: 0.0\nthreads: 1\nsave_steps: 5\nlogging_steps: 1\n"
                    "batch_size: 2\n")
-    cmd = [sys.executable, "-m", "humpback.cli", "train", "backward", "--seed", str(seed_file), "--base",
+    cmd = [sys.executable, "-m", "humpback", "train", "backward", "--seed", str(seed_file), "--base",
            tiny_model_dir, "--output", str(out), "--config", str(cfg), "--max-steps", "40"]
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
     checkpoints = out.with_name(out.name + ".partial") / "checkpoints"

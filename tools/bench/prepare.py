@@ -220,7 +220,7 @@ def main() -> None:
                         cmd = [
                             sys.executable,
                             "-m",
-                            "humpback.cli",
+                            "humpback",
                             "prepare",
                             str(src),
                             "--output",

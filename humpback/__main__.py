@@ -1,0 +1,6 @@
+"""`python -m humpback` is the `humpback` command."""
+
+from .cli import main
+
+if __name__ == "__main__":
+    main()

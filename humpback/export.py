@@ -1,0 +1,320 @@
+"""`humpback export`: a curated dataset as Hub-ready Parquet + dataset card, to a folder or a Hub repo.
+
+Layout (what `datasets.load_dataset(OUT)` and the Hub viewer read)::
+
+    OUT/README.md                      dataset card: YAML metadata + how it was made, counts, plots, self-check
+    OUT/data/train-00000-of-0000N.parquet
+    OUT/score_hist.png, OUT/lengths.png
+    OUT/humpback_export.json           machine-readable provenance (config, models, counts)
+
+The export is written to OUT.partial and renamed, so an interrupted export never leaves a half dataset.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import shutil
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from .config import ConfigError
+from .records import MESSAGE_TYPE, iter_jsonl, parquet_files, read_table, write_json
+from .training.data import SEED_TAG, WEB_TAG
+
+log = logging.getLogger(__name__)
+
+ROWS_PER_SHARD = 100_000
+
+EXPORT_SCHEMA = pa.schema([
+    ("messages", pa.list_(MESSAGE_TYPE)),
+    ("instruction", pa.string()),
+    ("output", pa.string()),
+    ("score", pa.float64()),
+    ("score_probs", pa.list_(pa.float64())),
+    ("expected_score", pa.float64()),
+    ("pmi", pa.float64()),
+    ("origin", pa.string()),  # augmented | seed
+    ("round", pa.int64()),
+    ("pair_id", pa.string()),
+    ("segment_id", pa.string()),
+    ("doc_id", pa.string()),
+    ("url", pa.string()),
+    ("backward_model", pa.string()),
+    ("scorer", pa.string()),
+    ("scorer_model", pa.string()),
+    ("gen_params", pa.string()),
+])
+
+
+class ExportError(RuntimeError):
+    """The export or upload failed; the message says what is intact and what to do."""
+
+
+@dataclass
+class Source:
+    """Where the scored pairs of one curate output come from, and what made them."""
+
+    curate_dir: Path
+    pairs_dir: Path
+    stats: dict[str, Any]
+    round: int
+    manifest: Optional[dict[str, Any]] = None
+    seed_path: Optional[Path] = None
+
+
+@dataclass
+class ExportResult:
+    output: str
+    rows: int
+    by_origin: dict[str, int]
+    shards: int
+    min_score: float
+    excluded: int
+    source: str
+    hub_url: Optional[str] = None
+    notes: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def summary(self) -> str:
+        lines = [f"exported {self.rows} rows ({', '.join(f'{k} {v}' for k, v in self.by_origin.items())}) "
+                 f"with score >= {self.min_score:g} from {self.source}",
+                 f"-> {self.output} ({self.shards} Parquet shard(s), README.md dataset card, plots)"]
+        if self.excluded:
+            lines.append(f"excluded {self.excluded} flagged pairs")
+        if self.hub_url:
+            lines.append(f"uploaded to {self.hub_url}")
+        lines.extend(self.notes)
+        return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------------------------- sources
+def find_source(path: str | os.PathLike) -> Source:
+    """A run dir (its last curate round), a curate output dir, or its curated/ or scores/ folder."""
+    p = Path(path)
+    if not p.exists():
+        raise FileNotFoundError(f"{p}: no such folder")
+    manifest = None
+    if (p / "manifest.json").is_file():
+        manifest = json.loads((p / "manifest.json").read_text())
+        rounds = sorted((int(d.name[1:]), d) for d in (p / "curate").glob("r*")
+                        if d.name[1:].isdigit() and (d / "stats.json").is_file())
+        if not rounds:
+            raise ExportError(f"{p}: this run has no finished curate round yet; run `humpback run` further")
+        r, curate_dir = rounds[-1]
+        seed = p / "seed.parquet"
+        src = _curate_source(curate_dir, r)
+        src.manifest, src.seed_path = manifest, seed if seed.is_file() else None
+        return src
+    if p.name in ("curated", "scores") and (p.parent / "stats.json").is_file():
+        p = p.parent
+    if (p / "stats.json").is_file() and (p / "scores").is_dir():
+        return _curate_source(p, _round_from_name(p.name))
+    raise ExportError(f"{p}: not a run folder (manifest.json) nor a `humpback curate` output (stats.json + "
+                      "scores/); point export at one of those")
+
+
+def _round_from_name(name: str) -> int:
+    return int(name[1:]) if name.startswith("r") and name[1:].isdigit() else 1
+
+
+def _curate_source(curate_dir: Path, r: int) -> Source:
+    stats = json.loads((curate_dir / "stats.json").read_text())
+    pairs_dir = Path(stats.get("input", ""))
+    if not parquet_files(pairs_dir):
+        raise ExportError(f"{curate_dir}/stats.json: input {pairs_dir} has no pair shards any more; the "
+                          "scores cannot be joined with their pairs")
+    return Source(curate_dir=curate_dir, pairs_dir=pairs_dir, stats=stats, round=r)
+
+
+def read_exclusions(paths: Sequence[str | os.PathLike]) -> set[str]:
+    """pair_ids from JSONL/Parquet files of flagged rows (e.g. `humpback eval decontam --output`)."""
+    ids: set[str] = set()
+    for path in paths:
+        p = Path(path)
+        if p.suffix == ".parquet" or p.is_dir():
+            rows = read_table(p).to_pylist()
+            where = lambda i: f"{p}: row {i}"  # noqa: E731
+        else:
+            rows, lines = [], []
+            for line, row in iter_jsonl(p):
+                rows.append(row)
+                lines.append(line)
+            where = lambda i: f"{p}:{lines[i]}"  # noqa: E731
+        for i, row in enumerate(rows):
+            if not row.get("pair_id"):
+                raise ConfigError(f"{where(i)}: field 'pair_id' missing (exclusion files list flagged pairs)")
+            ids.add(str(row["pair_id"]))
+    return ids
+
+
+# ---------------------------------------------------------------------------------------------- rows
+def _augmented_rows(src: Source, min_score: float, exclude: set[str]) -> tuple[list[dict], int, list[float]]:
+    scores: dict[str, dict] = {}
+    all_scores: list[float] = []
+    for f in parquet_files(src.curate_dir / "scores"):
+        for r in pq.read_table(f).to_pylist():
+            scores[r["pair_id"]] = r
+            if r["score"] is not None:
+                all_scores.append(r["score"])
+    rows, excluded = [], 0
+    for f in parquet_files(src.pairs_dir):
+        for p in pq.read_table(f).to_pylist():
+            s = scores.get(p["pair_id"])
+            if s is None or s["score"] is None or s["score"] < min_score:
+                continue
+            if p["pair_id"] in exclude:
+                excluded += 1
+                continue
+            rows.append({
+                "messages": [{"role": "system", "content": WEB_TAG}, {"role": "user", "content": p["instruction"]},
+                             {"role": "assistant", "content": p["output"]}],
+                "instruction": p["instruction"], "output": p["output"], "score": s["score"],
+                "score_probs": s["score_probs"], "expected_score": s["expected_score"], "pmi": s["pmi"],
+                "origin": "augmented", "round": src.round, "pair_id": p["pair_id"], "segment_id": p["segment_id"],
+                "doc_id": p["doc_id"], "url": p["url"], "backward_model": p["backward_model"],
+                "scorer": s["scorer"], "scorer_model": s["model"], "gen_params": p["gen_params"],
+            })
+    rows.sort(key=lambda r: r["pair_id"])  # shard layout does not leak into the dataset order
+    return rows, excluded, all_scores
+
+
+def _seed_rows(seed_path: Path) -> list[dict]:
+    rows = []
+    for r in read_table(seed_path).to_pylist():
+        rows.append({
+            "messages": [{"role": "system", "content": SEED_TAG}, {"role": "user", "content": r["instruction"]},
+                         {"role": "assistant", "content": r["output"]}],
+            "instruction": r["instruction"], "output": r["output"], "score": None, "score_probs": None,
+            "expected_score": None, "pmi": None, "origin": "seed", "round": 0, "pair_id": r["id"],
+            "segment_id": None, "doc_id": None, "url": None, "backward_model": None, "scorer": None,
+            "scorer_model": None, "gen_params": None,
+        })
+    return rows
+
+
+# ---------------------------------------------------------------------------------------------- export
+def export_dataset(source: str | os.PathLike, output: str | os.PathLike, min_score: Optional[float] = None,
+                   exclude: Sequence[str | os.PathLike] = (), with_seed: bool = False, license: str = "other",
+                   pretty_name: Optional[str] = None) -> ExportResult:
+    """Write the curated pairs of ``source`` with score >= ``min_score`` (default: curate's) to ``output``."""
+    src = find_source(source)
+    min_score = float(min_score if min_score is not None else src.stats.get("min_score", 5.0))
+    excluded_ids = read_exclusions(exclude)
+    rows, excluded, all_scores = _augmented_rows(src, min_score, excluded_ids)
+    notes = []
+    if with_seed:
+        if src.seed_path is None:
+            raise ExportError("--with-seed needs a run folder (with seed.parquet) as the source")
+        rows = _seed_rows(src.seed_path) + rows
+    if not rows:
+        notes.append(f"note: no pair reaches score {min_score:g}; the dataset is empty (lower --min-score?)")
+    out = Path(output)
+    tmp = out.with_name(out.name + ".partial")
+    shutil.rmtree(tmp, ignore_errors=True)
+    (tmp / "data").mkdir(parents=True)
+    shards = max(1, math.ceil(len(rows) / ROWS_PER_SHARD))
+    for i in range(shards):
+        chunk = rows[i * ROWS_PER_SHARD:(i + 1) * ROWS_PER_SHARD]
+        pq.write_table(pa.Table.from_pylist(chunk, schema=EXPORT_SCHEMA),
+                       tmp / "data" / f"train-{i:05d}-of-{shards:05d}.parquet")
+    by_origin = dict(Counter(r["origin"] for r in rows))
+    _plots(rows, all_scores, min_score, tmp)
+    info = {
+        "source": str(Path(source)), "curate_dir": str(src.curate_dir), "round": src.round,
+        "min_score": min_score, "rows": len(rows), "by_origin": by_origin, "excluded": excluded,
+        "curate_stats": {k: v for k, v in src.stats.items() if k != "config"},
+        "curate_config": src.stats.get("config"),
+        "run": _run_info(src.manifest) if src.manifest else None,
+    }
+    write_json(info, tmp / "humpback_export.json")
+    from .export_card import render_card
+
+    (tmp / "README.md").write_text(render_card(info, license=license, pretty_name=pretty_name), encoding="utf-8")
+    if out.exists():
+        shutil.rmtree(out)
+    os.replace(tmp, out)
+    return ExportResult(output=str(out), rows=len(rows), by_origin=by_origin, shards=shards, min_score=min_score,
+                        excluded=excluded, source=str(source), notes=notes)
+
+
+def _run_info(manifest: dict[str, Any]) -> dict[str, Any]:
+    cfg = manifest.get("config", {})
+    return {
+        "name": cfg.get("name"), "base_model": cfg.get("base_model"), "rounds": cfg.get("rounds"),
+        "config_hash": manifest.get("config_hash"), "config": cfg, "versions": manifest.get("versions"),
+        "stages": {name: {"status": rec.get("status"), "seconds": rec.get("seconds"), "result": rec.get("result")}
+                   for name, rec in manifest.get("stages", {}).items()},
+    }
+
+
+def _plots(rows: list[dict], all_scores: list[float], min_score: float, folder: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5, 3.2))
+    bins = [0.5, 1.5, 2.5, 3.5, 4.5, 5.5]
+    ax.hist(all_scores, bins=bins, color="#888", label="all scored pairs")
+    ax.hist([r["score"] for r in rows if r["score"] is not None], bins=bins, color="#2a7", label="exported")
+    ax.axvline(min_score - 0.5, color="k", ls="--", lw=1)
+    ax.set_xlabel("score")
+    ax.set_ylabel("pairs")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(folder / "score_hist.png", dpi=110)
+    plt.close(fig)
+
+    fig, axes = plt.subplots(1, 2, figsize=(8, 3.2))
+    for ax, key in zip(axes, ("instruction", "output")):
+        lengths = [len(r[key]) for r in rows]
+        if lengths:
+            ax.hist(lengths, bins=min(30, max(5, len(lengths) // 3)), color="#47a")
+        ax.set_title(f"{key} length (chars)", fontsize=9)
+        ax.set_ylabel("rows")
+    fig.tight_layout()
+    fig.savefig(folder / "lengths.png", dpi=110)
+    plt.close(fig)
+
+
+# ---------------------------------------------------------------------------------------------- hub
+def upload_to_hub(folder: str | os.PathLike, repo_id: str, private: bool = False,
+                  token_env: Optional[str] = None) -> str:
+    """Upload an export folder to a Hub dataset repo; returns the repo URL. The token is never printed."""
+    from huggingface_hub import HfApi
+
+    token = None
+    if token_env:
+        token = os.environ.get(token_env)
+        if not token:
+            raise ExportError(f"--token-env {token_env}: that environment variable is not set")
+    endpoint = os.environ.get("HF_ENDPOINT") or None
+    api = HfApi(endpoint=endpoint, token=token)
+    where = endpoint or "the Hugging Face Hub"
+    try:
+        url = api.create_repo(repo_id, repo_type="dataset", private=private, exist_ok=True)
+        api.upload_folder(folder_path=str(folder), repo_id=repo_id, repo_type="dataset",
+                          commit_message="humpback export", allow_patterns=["README.md", "*.png", "*.json",
+                                                                            "data/*.parquet"])
+    except Exception as e:  # network, auth, offline mode: all end the same way for the user
+        msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+        if token and token in msg:
+            msg = msg.replace(token, "***")
+        raise ExportError(f"upload of {folder} to {where} as dataset {repo_id} failed: {type(e).__name__}: {msg}. "
+                          f"The local export in {folder} is intact; rerun the upload when the network/login works "
+                          "(`huggingface-cli login`, or --token-env VAR)") from None
+    return str(url)
+
+
+__all__ = ["export_dataset", "upload_to_hub", "find_source", "read_exclusions", "ExportError", "ExportResult",
+           "EXPORT_SCHEMA"]

@@ -1,0 +1,350 @@
+"""`humpback run CONFIG`: the paper's loop from one YAML file, resumable at every stage.
+
+prepare → seed → train backward → augment → train M0 → curate with M0 → train M1 on seed + tier
+→ curate with M1 → train M2 … (``rounds`` rounds) → export. Each round fine-tunes from the base model and
+scores the same candidate pairs again with the newest model, as in the paper.
+
+RUN/ layout (every stage writes only its own folder; humpback.runs keeps RUN/manifest.json)::
+
+    corpus/quickstart.jsonl     the offline corpus, when corpus.inputs is [quickstart]
+    prepared/                   segments/, stats.json, quarantine/       (humpback prepare)
+    seed.parquet                seed pairs; seed.heldout.parquet is the held-out split for evaluation
+    models/backward, m0, m1 …   trained models (model card, loss curve, training_summary.json inside)
+    augment/                    pairs/, rejected/, stats.json             (humpback augment)
+    curate/r1, r2 …             scores/, curated/, stats.json, score_hist.png; rN is scored by m(N-1)
+    export/                     the final round's curated dataset + dataset card (humpback export)
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Any, Literal, Optional
+
+from pydantic import Field, model_validator
+
+from .augment import AugmentConfig
+from .config import ConfigError, StrictModel, load_yaml, validate_config
+from .corpus.config import PrepareConfig
+from .curate import CurateConfig
+from .models import DEFAULT_MODEL
+from .runs import Run
+from .training.config import TrainConfig
+
+log = logging.getLogger(__name__)
+
+QUICKSTART_CORPUS = "quickstart"
+
+
+class CorpusSettings(StrictModel):
+    # Files, folders or fsspec URLs for `humpback prepare`; the word `quickstart` builds the offline corpus of
+    # the installed packages' READMEs into RUN/corpus/ instead.
+    inputs: list[str] = Field(default_factory=lambda: [QUICKSTART_CORPUS], min_length=1)
+
+
+class SeedSettings(StrictModel):
+    path: str = "seed_data/seed.jsonl"  # JSONL/Parquet/HF folder/oasst1 (see `humpback seed import`)
+    format: Optional[Literal["jsonl", "parquet", "hf", "oasst1"]] = None  # None: detected
+    lang: Optional[str] = "en"  # oasst1 only
+    heldout_fraction: float = Field(0.1, ge=0.0, lt=1.0)  # kept out of training, for `humpback eval heldout`
+    split_seed: int = 0
+
+
+class ExportSettings(StrictModel):
+    enabled: bool = True
+    min_score: Optional[float] = Field(None, ge=1, le=5)  # None: curate.min_score
+    with_seed: bool = False  # also export the seed pairs (origin=seed), i.e. the whole training set of the last model
+    license: str = "other"  # the card's license field; the corpus' licenses are the user's to state
+    pretty_name: Optional[str] = None
+
+
+class RunConfig(StrictModel):
+    """One Humpback run. Every key is documented in docs/run.md; unknown keys are errors."""
+
+    name: str = "humpback"
+    run_dir: Optional[str] = None  # None: runs/<name>; --run-dir overrides
+    base_model: str = DEFAULT_MODEL  # every model of the run is fine-tuned from this one
+    rounds: int = Field(2, ge=1)  # curate → train rounds after M0 (paper: 2)
+    corpus: CorpusSettings = Field(default_factory=CorpusSettings)
+    prepare: PrepareConfig = Field(default_factory=PrepareConfig)
+    seed: SeedSettings = Field(default_factory=SeedSettings)
+    train: TrainConfig = Field(default_factory=TrainConfig)  # shared by every training
+    train_backward: Optional[TrainConfig] = None  # keys set here override `train` for M_yx only
+    train_forward: Optional[TrainConfig] = None  # ... and here for M0, M1, …
+    augment: AugmentConfig = Field(default_factory=AugmentConfig)
+    curate: CurateConfig = Field(default_factory=CurateConfig)
+    export: ExportSettings = Field(default_factory=ExportSettings)
+
+    @model_validator(mode="after")
+    def _one_base(self) -> RunConfig:
+        for key in ("train", "train_backward", "train_forward"):
+            cfg = getattr(self, key)
+            if cfg is not None and "base_model" in cfg.model_fields_set and cfg.base_model != self.base_model:
+                raise ValueError(f"{key}.base_model: set the top-level base_model instead (every model of a run "
+                                 "starts from it)")
+        return self
+
+    def training(self, which: Literal["backward", "forward"]) -> TrainConfig:
+        data = self.train.model_dump(exclude_unset=True)
+        extra = self.train_backward if which == "backward" else self.train_forward
+        if extra is not None:
+            for key, value in extra.model_dump(exclude_unset=True).items():
+                if isinstance(value, dict) and isinstance(data.get(key), dict):
+                    data[key] = {**data[key], **value}
+                else:
+                    data[key] = value
+        data["base_model"] = self.base_model
+        return validate_config(TrainConfig, data, source=f"train_{which}")
+
+    def export_min_score(self) -> float:
+        return self.export.min_score if self.export.min_score is not None else self.curate.min_score
+
+
+def load_run_config(path: str | os.PathLike, overrides: Optional[dict[str, Any]] = None) -> RunConfig:
+    data = load_yaml(path)
+    for key, value in (overrides or {}).items():
+        if value is not None:
+            data[key] = value
+    return validate_config(RunConfig, data, source=str(path))
+
+
+def stage_names(rounds: int, export: bool = True, quickstart_corpus: bool = True) -> list[str]:
+    names = (["corpus"] if quickstart_corpus else []) + ["prepare", "seed", "backward", "augment", "m0"]
+    for r in range(1, rounds + 1):
+        names += [f"curate-r{r}", f"m{r}"]
+    return names + (["export"] if export else [])
+
+
+class Layout:
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.corpus = root / "corpus"
+        self.prepared = root / "prepared"
+        self.seed = root / "seed.parquet"
+        self.heldout = root / "seed.heldout.parquet"
+        self.models = root / "models"
+        self.augment = root / "augment"
+        self.export = root / "export"
+
+    def model(self, name: str) -> Path:
+        return self.models / name
+
+    def curate(self, r: int) -> Path:
+        return self.root / "curate" / f"r{r}"
+
+
+def _corpus_inputs(cfg: RunConfig, lay: Layout) -> list[str]:
+    return [str(lay.corpus / "quickstart.jsonl") if i == QUICKSTART_CORPUS else i for i in cfg.corpus.inputs]
+
+
+def _check_inputs(cfg: RunConfig, source: str) -> None:
+    """Fail before hours of work when a named input is missing."""
+    for i, item in enumerate(cfg.corpus.inputs):
+        if item != QUICKSTART_CORPUS and "://" not in item and not Path(item).exists():
+            raise ConfigError(f"{source}: corpus.inputs[{i}]: {item}: no such file or folder "
+                              f"(relative paths are relative to the current directory, {Path.cwd()})")
+    if "://" not in cfg.seed.path and not Path(cfg.seed.path).exists():
+        raise ConfigError(f"{source}: seed.path: {cfg.seed.path}: no such file or folder "
+                          f"(relative paths are relative to the current directory, {Path.cwd()})")
+
+
+def _train_summary(result) -> dict[str, Any]:
+    s = result.summary
+    res = s.get("results", {})
+    return {"output": str(result.output), "skipped": result.skipped, "examples": s.get("data", {}).get("examples"),
+            "steps": res.get("global_step"), "first_loss": res.get("first_loss"),
+            "final_loss": res.get("final_loss")}
+
+
+def run_loop(config_path: str | os.PathLike, run_dir: Optional[str] = None, start: Optional[str] = None,
+             until: Optional[str] = None, overrides: Optional[dict[str, Any]] = None) -> Run:
+    """Run (or resume) the loop described by ``config_path``; returns the Run with its manifest."""
+    cfg = load_run_config(config_path, overrides)
+    _check_inputs(cfg, str(config_path))
+    root = Path(run_dir or cfg.run_dir or Path("runs") / cfg.name)
+    lay = Layout(root)
+    order = stage_names(cfg.rounds, cfg.export.enabled, QUICKSTART_CORPUS in cfg.corpus.inputs)
+    run = Run(root, cfg.model_dump(mode="json"), kind="humpback", config_source=str(config_path), order=order)
+    run.select(start, until)
+    log.warning("run %s: %d stages -> %s", cfg.name, len(order), root)
+
+    def done(name: str) -> bool:
+        return run.reached_end(name)
+
+    # ------------------------------------------------------------------ corpus + prepare
+    corpus_stage: list[str] = []
+    if QUICKSTART_CORPUS in cfg.corpus.inputs:
+        def build_corpus() -> dict:
+            from .quickstart_corpus import build_quickstart_corpus
+
+            report = build_quickstart_corpus(lay.corpus / "quickstart.jsonl")
+            print(report.summary())
+            return {"documents": report.written, "chars": report.chars, "output": report.output}
+
+        run.stage("corpus", build_corpus, params={"kind": QUICKSTART_CORPUS}, outputs=[lay.corpus])
+        corpus_stage = ["corpus"]
+        if done("corpus"):
+            return run
+
+    inputs = _corpus_inputs(cfg, lay)
+
+    def prepare() -> dict:
+        from .corpus import run_prepare
+
+        result = run_prepare(inputs, lay.prepared, config=cfg.prepare)
+        print(result.summary())
+        return {"segments": result.num_segments, "documents_in": result.stats["documents"]["in"],
+                "quarantined": result.stats["documents"]["quarantined_total"],
+                "candidates": result.stats["segments"]["candidates"],
+                "dropped": result.stats["segments"]["dropped"]}
+
+    run.stage("prepare", prepare, params=cfg.prepare.model_dump(mode="json"), inputs=inputs, after=corpus_stage,
+              outputs=[lay.prepared])
+    if done("prepare"):
+        return run
+
+    # ------------------------------------------------------------------ seed
+    def seed() -> dict:
+        from .seed import import_seed
+
+        lay.heldout.unlink(missing_ok=True)
+        report = import_seed(cfg.seed.path, lay.seed, format=cfg.seed.format, lang=cfg.seed.lang,
+                             heldout_fraction=cfg.seed.heldout_fraction, seed=cfg.seed.split_seed)
+        print(report.summary())
+        return {"read": report.read, "written": report.written, "heldout": report.heldout,
+                "dropped": dict(report.dropped)}
+
+    run.stage("seed", seed, params=cfg.seed.model_dump(mode="json"), inputs=[cfg.seed.path],
+              outputs=[lay.seed, lay.heldout])
+    if done("seed"):
+        return run
+
+    # ------------------------------------------------------------------ backward model + augment
+    from .training import train_backward, train_forward
+
+    backward_cfg = cfg.training("backward")
+
+    def backward() -> dict:
+        return _train_summary(train_backward(str(lay.seed), lay.model("backward"), config=backward_cfg))
+
+    run.stage("backward", backward, params=backward_cfg.model_dump(mode="json"), after=["seed"],
+              outputs=[lay.model("backward")])
+    if done("backward"):
+        return run
+
+    def augment() -> dict:
+        from .augment import run_augment
+
+        stats = run_augment(str(lay.prepared), str(lay.model("backward")), str(lay.augment), cfg.augment)
+        print(f"pairs written {stats['pairs_written']} of {stats['pairs_generated']} generated; "
+              f"dropped {stats['dropped']}")
+        return {k: stats[k] for k in ("segments_in", "pairs_generated", "pairs_written", "dropped")}
+
+    run.stage("augment", augment, params=cfg.augment.model_dump(mode="json"), after=["prepare", "backward"],
+              outputs=[lay.augment])
+    if done("augment"):
+        return run
+
+    # ------------------------------------------------------------------ M0, then curate → train rounds
+    forward_cfg = cfg.training("forward")
+
+    def forward(name: str, augmented: list[str]):
+        def _train() -> dict:
+            return _train_summary(train_forward(str(lay.seed), lay.model(name), augmented=augmented,
+                                                config=forward_cfg))
+        return _train
+
+    run.stage("m0", forward("m0", []), params=forward_cfg.model_dump(mode="json"), after=["seed"],
+              outputs=[lay.model("m0")])
+    if done("m0"):
+        return run
+
+    for r in range(1, cfg.rounds + 1):
+        scorer_model = lay.model(f"m{r - 1}")
+        out = lay.curate(r)
+
+        def curate(scorer_model=scorer_model, out=out) -> dict:
+            from .curate import format_summary, run_curate
+
+            stats = run_curate(str(lay.augment), str(scorer_model), str(out), cfg.curate)
+            print(format_summary(stats))
+            chk = stats.get("self_check", {})
+            return {"scored": stats["pairs_scored"], "selected": stats["selected"], "tiers": stats["tiers"],
+                    "histogram": stats["histogram"], "null_scores": stats["null_scores"],
+                    "scorer": stats["scorer"], "model": stats["model"], "min_score": stats["min_score"],
+                    "auroc": chk.get("auroc"), "auroc_n": chk.get("n"), "warning": chk.get("warning")}
+
+        run.stage(f"curate-r{r}", curate, params=cfg.curate.model_dump(mode="json"),
+                  after=["augment", f"m{r - 1}"], outputs=[out])
+        if done(f"curate-r{r}"):
+            return run
+        run.stage(f"m{r}", forward(f"m{r}", [str(out / "curated")]), params=forward_cfg.model_dump(mode="json"),
+                  after=["seed", f"curate-r{r}"], outputs=[lay.model(f"m{r}")])
+        if done(f"m{r}"):
+            return run
+
+    # ------------------------------------------------------------------ export
+    if cfg.export.enabled:
+        def export() -> dict:
+            from .export import export_dataset
+
+            result = export_dataset(root, lay.export, min_score=cfg.export_min_score(),
+                                    with_seed=cfg.export.with_seed, license=cfg.export.license,
+                                    pretty_name=cfg.export.pretty_name or f"humpback {cfg.name}")
+            print(result.summary())
+            return result.as_dict()
+
+        run.stage("export", export, params=cfg.export.model_dump(mode="json") | {"min": cfg.export_min_score()},
+                  after=[f"curate-r{cfg.rounds}", f"m{cfg.rounds}"], outputs=[lay.export])
+    return run
+
+
+def format_run_summary(run: Run) -> str:
+    """Counts per stage, tier sizes, self-checks and time per stage, from the manifest."""
+    lines = [f"run {run.dir} ({run.config.get('name')}, {run.config.get('rounds')} round(s), "
+             f"base {run.config.get('base_model')})", ""]
+    lines.append(f"{'stage':<12} {'status':<8} {'seconds':>8}  result")
+    total = 0.0
+    for row in run.summary_rows():
+        rec = run.stages.get(row["stage"])
+        secs = row["seconds"]
+        total += secs or 0
+        lines.append(f"{row['stage']:<12} {row['status']:<8} {secs if secs is not None else '-':>8}  "
+                     f"{_describe(row['stage'], rec.result if rec else {})}")
+    lines.append(f"{'total':<12} {'':<8} {round(total, 1):>8}")
+    warnings = [(name, rec.result.get("warning")) for name, rec in run.stages.items()
+                if rec.result.get("warning")]
+    for name, w in warnings:
+        lines.append(f"WARNING {name}: {w}")
+    return "\n".join(lines)
+
+
+def _describe(stage: str, r: dict) -> str:
+    if not r:
+        return ""
+    if stage == "prepare":
+        return (f"{r.get('documents_in')} documents -> {r.get('candidates')} candidate segments -> "
+                f"{r.get('segments')} kept")
+    if stage == "seed":
+        return f"{r.get('written')} seed pairs, {r.get('heldout')} held out"
+    if stage == "augment":
+        return (f"{r.get('pairs_written')} pairs kept of {r.get('pairs_generated')} from {r.get('segments_in')} "
+                f"segments; dropped {r.get('dropped')}")
+    if stage.startswith("curate"):
+        auroc = r.get("auroc")
+        chk = f"AUROC {auroc:.3f} (n={r.get('auroc_n')})" if auroc is not None else "self-check skipped"
+        return (f"{r.get('selected')} of {r.get('scored')} selected (score >= {r.get('min_score')}); "
+                f"tiers {r.get('tiers')}; {chk}")
+    if stage == "backward" or stage.startswith("m"):
+        loss = r.get("final_loss")
+        return (f"{r.get('examples')} examples, {r.get('steps')} steps, loss {r.get('first_loss') or 0:.3f} → "
+                f"{loss or 0:.3f}" if loss is not None else str(r.get("output")))
+    if stage == "export":
+        return f"{r.get('rows')} rows -> {r.get('output')}"
+    if stage == "corpus":
+        return f"{r.get('documents')} documents -> {r.get('output')}"
+    return ""
+
+
+__all__ = ["RunConfig", "load_run_config", "run_loop", "format_run_summary", "stage_names", "Layout"]

@@ -1,0 +1,325 @@
+"""`humpback run` (manifest, skip/re-run/resume), `humpback export` (load_dataset round trip, Hub upload to a
+recording local endpoint) and `humpback stats`, on the tiny random Llama."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+import yaml
+from click.testing import CliRunner
+
+from humpback.cli import main
+from humpback.config import ConfigError
+from humpback.loop import load_run_config, run_loop
+from humpback.records import parquet_files
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def _config(tmp: Path, tiny_model_dir: str, **changes) -> Path:
+    corpus = tmp / "corpus.jsonl"
+    if not corpus.exists():  # fixed once: the quickstart corpus follows the installed packages
+        from humpback.quickstart_corpus import build_quickstart_corpus
+
+        build_quickstart_corpus(corpus)
+    seed = tmp / "seed.jsonl"
+    if not seed.exists():
+        lines = (REPO / "seed_data" / "seed.jsonl").read_text().splitlines()
+        # short pairs only: the tiny-model trainings use max_length 384
+        seed.write_text("\n".join([line for line in lines if len(line) < 1200][:14]) + "\n")
+    engine = {"dtype": "float32", "progress": False}
+    cfg = {
+        "name": "t",
+        "base_model": tiny_model_dir,
+        "rounds": 2,
+        "corpus": {"inputs": [str(corpus)]},
+        "prepare": {"progress": False},
+        "seed": {"path": str(seed), "heldout_fraction": 0.2},
+        "train": {"max_steps": 2, "batch_size": 2, "micro_batch_size": 2, "max_length": 384, "save_steps": 1},
+        # a random model writes no requests: the filters would drop everything
+        "augment": {"max_segments": 8, "generation": {"max_tokens": 12}, "engine": engine,
+                    "filters": {"request_patterns": [], "reject_patterns": [], "min_chars": 0,
+                                "max_copy_overlap": 1.0}},
+        "curate": {"scorer": {"kind": "pmi"}, "min_score": 2, "self_check_sample": 6, "engine": engine},
+    }
+    for key, value in changes.items():
+        cur = cfg
+        *parents, last = key.split(".")
+        for p in parents:
+            cur = cur.setdefault(p, {})
+        cur[last] = value
+    path = tmp / f"run-{abs(hash(json.dumps(changes, sort_keys=True)))}.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+def _rows(folder: Path, columns: list[str]) -> list[tuple]:
+    rows = [tuple(r[c] for c in columns) for f in parquet_files(folder) for r in pq.read_table(f).to_pylist()]
+    return sorted(rows)
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory, tiny_model_dir):
+    tmp = tmp_path_factory.mktemp("loop")
+    cfg = _config(tmp, tiny_model_dir)
+    run = run_loop(cfg, run_dir=str(tmp / "run"))
+    return tmp, cfg, run
+
+
+def test_run_executes_every_stage_and_writes_the_layout(finished_run):
+    tmp, _, run = finished_run
+    root = tmp / "run"
+    assert [r["status"] for r in run.summary_rows()] == ["done"] * 10
+    manifest = json.loads((root / "manifest.json").read_text())
+    assert manifest["config_hash"] and manifest["versions"]["transformers"]
+    assert set(manifest["stages"]["prepare"]["inputs"]) == {str(tmp / "corpus.jsonl")}
+    assert not (root / "corpus").exists()  # only built for the `quickstart` corpus
+    for rel in ("prepared/segments", "seed.parquet", "seed.heldout.parquet", "augment/pairs", "curate/r1/curated",
+                "curate/r2/curated", "export/README.md"):
+        assert (root / rel).exists(), rel
+    for m in ("backward", "m0", "m1", "m2"):
+        assert (root / "models" / m / "humpback_train.json").is_file()
+    pairs = _rows(root / "augment" / "pairs", ["pair_id"])
+    assert len(pairs) == 8 and len(set(pairs)) == 8
+    # M1 trains on seed + the round-1 tier, M2 on seed + the round-2 tier
+    s1 = json.loads((root / "models" / "m1" / "humpback_train.json").read_text())
+    selected = manifest["stages"]["curate-r1"]["result"]["selected"]
+    # (long examples beyond max_length are dropped by the training, so <=)
+    assert 0 < s1["data"]["examples_by_origin"].get("augmented", 0) <= selected
+    assert str(root / "curate" / "r1" / "curated") in json.dumps(s1["data"]["sources"])
+    assert manifest["stages"]["curate-r2"]["result"]["model"] == str(root / "models" / "m1")
+
+
+def test_rerun_of_a_finished_run_does_nothing(finished_run):
+    tmp, cfg, run = finished_run
+    before = json.loads((tmp / "run" / "manifest.json").read_text())["stages"]
+    again = run_loop(cfg, run_dir=str(tmp / "run"))
+    assert set(again.timings.values()) == {0.0}
+    after = json.loads((tmp / "run" / "manifest.json").read_text())["stages"]
+    assert {k: v["finished"] for k, v in before.items()} == {k: v["finished"] for k, v in after.items()}
+
+
+def test_changed_stage_config_reruns_it_and_what_follows(finished_run, tiny_model_dir):
+    tmp, _, _ = finished_run
+    import shutil
+
+    shutil.copytree(tmp / "run", tmp / "run-changed")
+    cfg = _config(tmp, tiny_model_dir, **{"curate.min_score": 3})
+    run = run_loop(cfg, run_dir=str(tmp / "run-changed"))
+    rerun = {k for k, v in run.timings.items() if v > 0}
+    assert rerun == {"curate-r1", "m1", "curate-r2", "m2", "export"}
+
+
+def test_from_and_until_select_stages(finished_run, tiny_model_dir):
+    tmp, cfg, _ = finished_run
+    import shutil
+
+    shutil.copytree(tmp / "run", tmp / "run-from")
+    run = run_loop(cfg, run_dir=str(tmp / "run-from"), start="m2")
+    assert {k for k, v in run.timings.items() if v > 0} == {"m2", "export"}
+    part = run_loop(cfg, run_dir=str(tmp / "run-until"), until="seed")
+    assert list(part.timings) == ["prepare", "seed"]
+    with pytest.raises(Exception, match="unknown stage; stages are: prepare, seed"):
+        run_loop(cfg, run_dir=str(tmp / "run-until"), until="nope")
+
+
+def test_unknown_key_and_missing_input_are_named(tmp_path, tiny_model_dir):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: x\ncurate:\n  min_scroe: 4\n")
+    with pytest.raises(ConfigError, match=r"curate.min_scroe: unknown key"):
+        load_run_config(bad)
+    missing = _config(tmp_path, tiny_model_dir, **{"corpus.inputs": ["/nonexistent/corpus.jsonl"]})
+    with pytest.raises(ConfigError, match=r"corpus.inputs\[0\]: /nonexistent/corpus.jsonl"):
+        run_loop(missing, run_dir=str(tmp_path / "r"))
+    result = CliRunner().invoke(main, ["run", str(bad)])
+    assert result.exit_code == 2 and "min_scroe: unknown key" in result.output
+
+
+def test_shipped_configs_are_valid():
+    for name in ("quickstart.yaml", "paper.yaml"):
+        path = REPO / "configs" / name
+        if path.exists():
+            load_run_config(path)
+    cfg = load_run_config(REPO / "configs" / "quickstart.yaml")
+    assert cfg.rounds == 1 and cfg.corpus.inputs == ["quickstart"]
+
+
+def test_kill_9_then_rerun_gives_the_same_outputs(finished_run, tiny_model_dir):
+    tmp, cfg, _ = finished_run
+    # Ids and sampling seeds include the model paths, so the killed run must live where the reference did:
+    # the reference moves aside and the killed-and-resumed run takes its place (later tests use it).
+    root, ref = tmp / "run", tmp / "run-reference"
+    root.rename(ref)
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    cmd = [sys.executable, "-m", "humpback", "run", str(cfg), "--run-dir", str(root)]
+    for target in ("augment", "m1"):  # once in a datatrove stage, once in a training
+        killed = False
+        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                start_new_session=True)
+        deadline = time.time() + 300
+        while time.time() < deadline and proc.poll() is None:
+            try:
+                stages = json.loads((root / "manifest.json").read_text())["stages"]
+            except (OSError, ValueError):
+                stages = {}
+            if stages.get(target, {}).get("status") == "running":
+                time.sleep(1.0)
+                os.killpg(proc.pid, signal.SIGKILL)
+                killed = True
+                break
+            time.sleep(0.1)
+        proc.wait()
+        assert killed, f"never saw stage {target} running"
+    stages = json.loads((root / "manifest.json").read_text())["stages"]
+    assert stages["m1"]["status"] == "running" and stages["augment"]["status"] == "done"
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "resuming an interrupted run" in done.stderr
+    cols = ["pair_id", "instruction", "segment_id"]
+    assert _rows(root / "augment" / "pairs", cols) == _rows(ref / "augment" / "pairs", cols)
+    for r in ("r1", "r2"):
+        got = _rows(root / "curate" / r / "scores", ["pair_id", "score"])
+        assert len(got) == len({g[0] for g in got}) == 8
+        assert got == _rows(ref / "curate" / r / "scores", ["pair_id", "score"])
+    assert _rows(root / "export" / "data", ["pair_id", "score"]) == _rows(ref / "export" / "data",
+                                                                          ["pair_id", "score"])
+
+
+# ------------------------------------------------------------------------------------------------ export
+def test_export_round_trips_through_load_dataset(finished_run, tmp_path):
+    from datasets import load_dataset
+
+    tmp, _, _ = finished_run
+    out = tmp_path / "ds"
+    result = CliRunner().invoke(main, ["export", str(tmp / "run"), "--to-dir", str(out), "--with-seed",
+                                       "--license", "cc-by-4.0"])
+    assert result.exit_code == 0, result.output
+    card = (out / "README.md").read_text()
+    meta = yaml.safe_load(card.split("---")[1])
+    assert meta["license"] == "cc-by-4.0" and meta["task_categories"] == ["text-generation"]
+    assert meta["configs"][0]["data_files"][0]["path"] == "data/train-*"
+    assert "score_hist.png" in card and "Scorer self-check" in card and "AUROC" in card
+    assert (out / "score_hist.png").stat().st_size > 1000 and (out / "lengths.png").is_file()
+    ours = pq.read_table(parquet_files(out / "data")[0]).to_pylist()
+    ds = load_dataset(str(out), split="train", cache_dir=str(tmp_path / "hf-cache"))
+    assert ds.to_list() == ours
+    origins = {r["origin"] for r in ours}
+    assert origins == {"seed", "augmented"}
+    aug = [r for r in ours if r["origin"] == "augmented"]
+    assert all(r["score"] >= 2 and r["round"] == 2 for r in aug)
+    assert aug[0]["messages"][0] == {"role": "system", "content": "Answer with knowledge from web search."}
+    assert aug[0]["messages"][2]["content"] == aug[0]["output"]
+
+
+def test_export_min_score_and_exclusions(finished_run, tmp_path):
+    from humpback.export import export_dataset
+
+    tmp, _, _ = finished_run
+    everything = export_dataset(tmp / "run" / "curate" / "r1", tmp_path / "all", min_score=1)
+    ids = [r["pair_id"] for r in pq.read_table(tmp_path / "all" / "data").to_pylist()]
+    assert everything.rows == len(ids) == 8
+    flagged = tmp_path / "flagged.jsonl"
+    flagged.write_text("\n".join(json.dumps({"pair_id": i, "ngram": "x"}) for i in ids[:3]) + "\n")
+    fewer = export_dataset(tmp / "run" / "curate" / "r1", tmp_path / "fewer", min_score=1, exclude=[flagged])
+    assert fewer.rows == 5 and fewer.excluded == 3
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"pair_id": "a"}\n{"id": "b"}\n')
+    with pytest.raises(ConfigError, match=r"bad.jsonl:2: field 'pair_id' missing"):
+        export_dataset(tmp / "run", tmp_path / "x", exclude=[bad])
+
+
+class _RecordingHub(BaseHTTPRequestHandler):
+    """Just enough of the Hub API for create_repo + upload_folder; records every request."""
+
+    log: list = []
+
+    def log_message(self, *args):
+        pass
+
+    def _reply(self, obj, code=200):
+        body = json.dumps(obj).encode()
+        self.send_response(code)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def do_POST(self):
+        data = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        self.log.append(("POST", self.path, self.headers.get("Authorization"), data))
+        if self.path.startswith("/api/repos/create"):
+            name = json.loads(data)["name"]
+            org = json.loads(data).get("organization") or "me"
+            return self._reply({"url": f"http://127.0.0.1:{self.server.server_port}/datasets/{org}/{name}",
+                                "name": name})
+        if self.path.startswith("/api/validate-yaml"):  # the Hub checks the card's metadata before a commit
+            meta = yaml.safe_load(json.loads(data)["content"].split("---")[1])
+            errors = [] if meta.get("configs") and meta.get("license") else [{"message": "bad card metadata"}]
+            return self._reply({"errors": errors, "warnings": []}, 400 if errors else 200)
+        if "/preupload/" in self.path:
+            files = json.loads(data)["files"]
+            return self._reply({"files": [{"path": f["path"], "uploadMode": "regular", "shouldIgnore": False}
+                                          for f in files]})
+        if "/commit/" in self.path:
+            repo = self.path.split("/api/datasets/")[1].split("/commit/")[0]
+            return self._reply({"commitUrl": f"http://127.0.0.1:{self.server.server_port}/datasets/{repo}/commit/"
+                                             + "a" * 40, "commitOid": "a" * 40, "success": True})
+        return self._reply({"error": f"unexpected {self.path}"}, 404)
+
+    def do_GET(self):
+        self.log.append(("GET", self.path, self.headers.get("Authorization"), b""))
+        return self._reply({"error": "not found"}, 404)
+
+
+def test_export_to_hub_uploads_to_a_local_endpoint(finished_run, tmp_path):
+    tmp, _, _ = finished_run
+    _RecordingHub.log = []
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _RecordingHub)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    env = {k: v for k, v in os.environ.items() if k not in ("HF_HUB_OFFLINE", "HF_TOKEN")}
+    env.update(HF_ENDPOINT=f"http://127.0.0.1:{server.server_port}", MY_TOKEN="hf_secret_token_123")
+    try:
+        proc = subprocess.run([sys.executable, "-m", "humpback", "export", str(tmp / "run"), "--to-dir",
+                               str(tmp_path / "local"), "--to-hub", "me/humpback-test", "--private",
+                               "--token-env", "MY_TOKEN"], env=env, capture_output=True, text=True, timeout=120)
+    finally:
+        server.shutdown()
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "hf_secret_token_123" not in proc.stdout + proc.stderr
+    create = [e for e in _RecordingHub.log if e[1].startswith("/api/repos/create")]
+    assert create and json.loads(create[0][3])["private"] is True and json.loads(create[0][3])["type"] == "dataset"
+    assert all(e[2] == "Bearer hf_secret_token_123" for e in _RecordingHub.log)
+    commit = [e for e in _RecordingHub.log if "/commit/" in e[1]]
+    assert commit and "/api/datasets/me/humpback-test/commit/main" in commit[0][1]
+    sent = {}
+    for line in commit[0][3].decode().splitlines():
+        op = json.loads(line)
+        if op["key"] == "file":
+            sent[op["value"]["path"]] = base64.b64decode(op["value"]["content"])
+    local = tmp_path / "local"
+    expected = {str(p.relative_to(local)) for p in local.rglob("*") if p.is_file()}
+    assert set(sent) == expected and "README.md" in sent
+    assert sent["README.md"] == (local / "README.md").read_bytes()
+
+
+def test_export_to_hub_without_network_keeps_the_local_export(finished_run, tmp_path):
+    tmp, _, _ = finished_run
+    env = {k: v for k, v in os.environ.items() if k != "HF_HUB_OFFLINE"}
+    env.update(HF_ENDPOINT="http://127.0.0.1:9", HF_TOKEN="hf_x")  # port 9: nothing listens
+    proc = subprocess.run([sys.executable, "-m", "humpback", "export", str(tmp / "run"), "--to-dir",
+                           str(tmp_path / "local"), "--to-hub", "me/x"], env=env, capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 2
+    assert "failed" in proc.stderr and "local export in" in proc.stderr and "Traceback" not in proc.stderr
+    assert (tmp_path / "local" / "README.md").is_file() and parquet_files(tmp_path / "local" / "data")
