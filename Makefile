@@ -28,7 +28,7 @@ test-slow: install
 	$(BIN)/python -m pytest -q -m slow
 
 quickstart: install
-	$(BIN)/python tools/quickstart.py
+	$(BIN)/humpback run configs/quickstart.yaml
 
 bench: install
 	$(BIN)/python tools/bench/engine.py

@@ -358,3 +358,21 @@ def export_cmd(source, min_score, to_dir, to_hub, private, token_env, exclude, w
     if to_hub:
         url = upload_to_hub(local, to_hub, private=private, token_env=token_env)
         click.echo(f"uploaded to {url}")
+
+
+@main.command("stats")
+@click.argument("path", metavar="DIR")
+@click.option("--plot", "plot_png", default=None, metavar="OUT.png", help="Also draw length/score histograms.")
+@click.option("--json", "as_json", is_flag=True, help="Print the metrics as JSON instead of a table.")
+@click.option("--top", type=int, default=10, show_default=True, help="How many top verbs/nouns to list.")
+def stats_cmd(path, plot_png, as_json, top) -> None:
+    """Counts, lengths, scores, tiers, instruction verbs/nouns and duplicate rate of any segments, pairs,
+    scores or curated folder (or file, or a whole run folder)."""
+    import json
+
+    from .stats import collect_stats, format_stats, plot_stats
+
+    results = collect_stats(path, top=top)
+    click.echo(json.dumps(results, indent=2) if as_json else format_stats(results))
+    if plot_png:
+        click.echo(f"plot: {plot_stats(path, plot_png)}")

@@ -317,7 +317,38 @@ def format_run_summary(run: Run) -> str:
                 if rec.result.get("warning")]
     for name, w in warnings:
         lines.append(f"WARNING {name}: {w}")
+    lines += ["", *format_outputs(run)]
     return "\n".join(lines)
+
+
+def format_outputs(run: Run) -> list[str]:
+    """Where the run's products are, and what to run next."""
+    lay = Layout(run.dir)
+    rounds = run.config.get("rounds", 1)
+    done = [n for n in run.order if run.is_done(n)]
+    models = [m for m in ["backward", *(f"m{r}" for r in range(rounds + 1))] if m in done]
+    last_curate = max((int(n.split("-r")[1]) for n in done if n.startswith("curate-r")), default=None)
+    out = ["outputs:"]
+    if "seed" in done:
+        out.append(f"  seed pairs       {lay.seed}  (held out: {lay.heldout})")
+    if "augment" in done:
+        out.append(f"  candidate pairs  {lay.augment / 'pairs'}  (dropped, with reasons: {lay.augment / 'rejected'})")
+    if last_curate:
+        out.append(f"  curated tier     {lay.curate(last_curate) / 'curated'}  (scores, stats.json, score_hist.png "
+                   "beside it)")
+    if models:
+        out.append(f"  models           {', '.join(str(lay.model(m)) for m in models)}  (model card README.md in "
+                   "each)")
+    if "export" in done:
+        out.append(f"  dataset + card   {lay.export}  (README.md is the dataset card)")
+    out += ["next:",
+            f"  humpback stats {run.dir}                      # counts, lengths, scores, verbs, duplicates",
+            f"  humpback export {run.dir} --to-hub USER/NAME  # publish the curated dataset with its card"]
+    if len(models) > 1:
+        heldout = lay.heldout if lay.heldout.exists() else "HELDOUT.jsonl"
+        names = ",".join(str(lay.model(m)) for m in models if m != "backward")
+        out.append(f"  humpback eval heldout --models {names} --data {heldout}")
+    return out
 
 
 def _describe(stage: str, r: dict) -> str:

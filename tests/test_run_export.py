@@ -323,3 +323,48 @@ def test_export_to_hub_without_network_keeps_the_local_export(finished_run, tmp_
     assert proc.returncode == 2
     assert "failed" in proc.stderr and "local export in" in proc.stderr and "Traceback" not in proc.stderr
     assert (tmp_path / "local" / "README.md").is_file() and parquet_files(tmp_path / "local" / "data")
+
+
+# ------------------------------------------------------------------------------------------------ stats
+def test_stats_describes_every_stage_of_a_run(finished_run, tmp_path):
+    from humpback.stats import collect_stats
+
+    tmp, _, _ = finished_run
+    results = {r["name"]: r for r in collect_stats(tmp / "run")}
+    assert {"seed.parquet", "prepared/segments", "augment/pairs", "curate/r1/scores", "curate/r1/curated",
+            "export/data"} <= set(results)
+    pairs = results["augment/pairs"]
+    assert pairs["kind"] == "pairs" and pairs["rows"] == 8 and pairs["duplicate_rate"] == 0.0
+    scores = results["curate/r1/scores"]
+    assert sum(scores["score_histogram"].values()) + scores["null_scores"] == 8
+    curated = results["curate/r1/curated"]
+    assert curated["rows"] == scores["tiers"][">=3"] + scores["score_histogram"]["2"]  # min_score 2
+    result = CliRunner().invoke(main, ["stats", str(tmp / "run" / "augment" / "pairs"), "--plot",
+                                       str(tmp_path / "s.png")])
+    assert result.exit_code == 0, result.output
+    assert "duplicate rate" in result.output and "top verbs" in result.output
+    assert (tmp_path / "s.png").stat().st_size > 1000
+
+
+def test_stats_counts_duplicates_and_verbs(tmp_path):
+    from humpback.stats import collect_stats
+
+    rows = [{"instruction": "Write a poem about the sea.", "output": "Waves."},
+            {"instruction": "write a poem  about the sea.", "output": "Waves again."},
+            {"instruction": "Explain the tides.", "output": "The moon."},
+            {"instruction": "Write a story about a dog.", "output": "Woof."}]
+    f = tmp_path / "pairs.jsonl"
+    f.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    [r] = collect_stats(f)
+    assert r["kind"] == "seed" and r["rows"] == 4 and r["duplicate_rate"] == 0.25
+    assert r["top_verbs"]["write"] == 3 and r["top_verb_noun"]["write poem"] == 2
+    bad = tmp_path / "x.jsonl"
+    bad.write_text('{"a": 1}\n')
+    result = CliRunner().invoke(main, ["stats", str(bad)])
+    assert result.exit_code == 2 and "not segments, pairs" in result.output
+
+
+def test_config_reference_is_up_to_date():
+    proc = subprocess.run([sys.executable, str(REPO / "tools" / "config_reference.py"), "--check"],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
