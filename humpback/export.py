@@ -188,9 +188,12 @@ def _augmented_rows(src: Source, min_score: float, exclude: set[str]) -> tuple[l
     return rows, excluded, all_scores
 
 
-def _seed_rows(seed_path: Path) -> list[dict]:
-    rows = []
+def _seed_rows(seed_path: Path, exclude: set[str]) -> tuple[list[dict], int]:
+    rows, excluded = [], 0
     for r in read_table(seed_path).to_pylist():
+        if r["id"] in exclude:  # `eval decontam` flags seed pairs by their id too
+            excluded += 1
+            continue
         rows.append({
             "messages": [{"role": "system", "content": SEED_TAG}, {"role": "user", "content": r["instruction"]},
                          {"role": "assistant", "content": r["output"]}],
@@ -199,7 +202,7 @@ def _seed_rows(seed_path: Path) -> list[dict]:
             "segment_id": None, "doc_id": None, "url": None, "backward_model": None, "scorer": None,
             "scorer_model": None, "gen_params": None,
         })
-    return rows
+    return rows, excluded
 
 
 # ---------------------------------------------------------------------------------------------- export
@@ -215,7 +218,9 @@ def export_dataset(source: str | os.PathLike, output: str | os.PathLike, min_sco
     if with_seed:
         if src.seed_path is None:
             raise ExportError("--with-seed needs a run folder (with seed.parquet) as the source")
-        rows = _seed_rows(src.seed_path) + rows
+        seed_rows, seed_excluded = _seed_rows(src.seed_path, excluded_ids)
+        rows = seed_rows + rows
+        excluded += seed_excluded
     if not rows:
         notes.append(f"note: no pair reaches score {min_score:g}; the dataset is empty (lower --min-score?)")
     out = Path(output)

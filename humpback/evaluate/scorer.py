@@ -1,0 +1,243 @@
+"""``humpback eval scorer``: how well a curation scorer tells real pairs from the same pairs with shuffled
+instructions (AUROC with a bootstrap interval), how much two scorers agree (Spearman), and their score
+histograms.
+
+A sample of pairs is scored as is and again with instructions permuted so that no pair keeps its own
+(:func:`humpback.scorers.shuffled_pairs`); a scorer worth curating with ranks the real pairs above the
+shuffled ones. The scorers themselves are :mod:`humpback.scorers`, unchanged, so what is measured here is
+exactly what ``humpback curate`` uses.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ..config import ConfigError
+from ..records import write_jsonl
+from ..scorers import SCORERS, ScorerConfig, make_scorer, shuffled_pairs
+from .common import (
+    EvalConfig,
+    auroc,
+    bootstrap_ci,
+    cached_chunks,
+    fingerprint,
+    fmt_ci,
+    histogram,
+    is_run_dir,
+    load_engine,
+    load_items,
+    model_key,
+    model_label,
+    pyplot,
+    release,
+    sample_items,
+    save_figure,
+    spearman,
+    write_result,
+)
+
+log = logging.getLogger("humpback.eval")
+
+
+@dataclass(frozen=True)
+class ScorerSpec:
+    kind: str  # auto | rubric | rubric-generate | pmi
+    model: str
+
+    @property
+    def label(self) -> str:
+        return f"{self.kind}@{model_label(self.model)}"
+
+
+def parse_scorer_specs(scorers: Sequence[str], model: str | None) -> list[ScorerSpec]:
+    """``KIND`` (scored with ``model``) or ``KIND@MODEL``; KIND is auto, rubric, rubric-generate or pmi."""
+    kinds = ("auto", *SCORERS)
+    specs = []
+    for s in scorers or ["auto"]:
+        kind, _, ref = s.partition("@")
+        if kind not in kinds:
+            raise ConfigError(f"--scorer {s!r}: unknown scorer '{kind}' (expected one of {', '.join(kinds)}, "
+                              "optionally followed by @MODEL)")
+        ref = ref or model
+        if not ref:
+            raise ConfigError(f"--scorer {s!r}: no model; give --model or write {kind}@MODEL")
+        specs.append(ScorerSpec(kind, ref))
+    if len(set(specs)) < len(specs):
+        raise ConfigError("the same scorer and model are given twice")
+    return specs
+
+
+def pairs_source(path: str | Path) -> Path:
+    """The pairs to check in ``path``: a run's candidate pairs, an augment output's pairs/, or the path."""
+    p = Path(path)
+    if is_run_dir(p) and (p / "augment" / "pairs").is_dir():
+        return p / "augment" / "pairs"
+    if p.is_dir() and (p / "pairs").is_dir():
+        return p / "pairs"
+    return p
+
+
+def evaluate_scorers(
+    pairs: str | Path,
+    specs: Sequence[ScorerSpec],
+    output: str | Path,
+    sample: int | None = 200,
+    config: EvalConfig | None = None,
+    scorer_config: ScorerConfig | None = None,
+) -> dict:
+    """Score a sample of real and shuffled pairs with each scorer; write scorer_eval.json, scores.jsonl and
+    scorer_hist.png into ``output`` and return the summary."""
+    cfg = config or EvalConfig()
+    base_scorer = scorer_config or ScorerConfig()
+    out = Path(output)
+    source = pairs_source(pairs)
+    items = load_items(source, need_output=True)
+    chosen = sample_items(items, sample, cfg.seed)
+    if len(chosen) < 2:
+        raise ConfigError(f"{source}: {len(chosen)} pair(s); the shuffled comparison needs at least 2")
+    real = [it.as_pair() for it in chosen]
+    fake = shuffled_pairs(real, seed=cfg.seed)
+    ids = [p["pair_id"] for p in real]
+    log.warning("eval scorer: %d of %d pairs from %s, %d scorer(s) -> %s", len(real), len(items), source,
+                len(specs), out)
+
+    per_scorer: dict[str, dict] = {}
+    values: dict[str, tuple[list, list]] = {}
+    rows_real: dict[str, list[dict]] = {}
+    for spec in specs:
+        state: dict = {}
+
+        def scorer_for(spec=spec, state=state):
+            if "scorer" not in state:
+                engine = load_engine(spec.model, cfg)
+                state["engine"] = engine
+                state["scorer"] = make_scorer(engine, base_scorer.model_copy(update={"kind": spec.kind}))
+            return state["scorer"]
+
+        kind = spec.kind
+        if kind == "auto":  # resolving needs the model's size, so the model is loaded anyway
+            kind = scorer_for().kind
+        scfg = base_scorer.model_copy(update={"kind": kind})
+        key = fingerprint([model_key(spec.model), scfg.model_dump(), cfg.seed, ids])
+        results = {}
+        for name, batch in (("real", real), ("shuffled", fake)):
+            results[name] = cached_chunks(
+                out / ".work" / f"{kind}-{key}-{name}", ids,
+                lambda idx, batch=batch: scorer_for().score([batch[i] for i in idx]),
+                cfg.chunk_size, f"{spec.label} {name}")
+        if "engine" in state:
+            release(state.pop("engine"))
+            state.clear()
+        cont = SCORERS[kind].continuous
+        r_vals = [cont(r) for r in results["real"]]
+        f_vals = [cont(r) for r in results["shuffled"]]
+        values[spec.label] = (r_vals, f_vals)
+        rows_real[spec.label] = results["real"]
+        per_scorer[spec.label] = _scorer_summary(spec, kind, results, r_vals, f_vals, cfg)
+
+    agreement = []
+    for a, b in itertools.combinations(values, 2):
+        xa, xb = values[a][0], values[b][0]
+        rho = spearman(xa, xb)
+        ci = bootstrap_ci(lambda idx, xa=xa, xb=xb: spearman([xa[i] for i in idx], [xb[i] for i in idx]), len(xa),
+                          cfg.bootstrap, cfg.confidence, cfg.seed)
+        agreement.append({"a": a, "b": b, "spearman": rho, "ci": ci, "n": len(xa)})
+
+    summary = {
+        "command": "eval scorer", "pairs": str(source), "pairs_available": len(items), "n": len(real),
+        "seed": cfg.seed, "bootstrap": cfg.bootstrap, "confidence": cfg.confidence,
+        "scorers": per_scorer, "agreement": agreement, "scorer_config": base_scorer.model_dump(),
+    }
+    out.mkdir(parents=True, exist_ok=True)
+    write_result(summary, out / "scorer_eval.json")
+    write_jsonl(_score_rows(real, fake, values, rows_real), out / "scores.jsonl")
+    _plot(values, per_scorer, out / "scorer_hist.png")
+    summary["files"] = {k: str(out / f) for k, f in (("summary", "scorer_eval.json"), ("scores", "scores.jsonl"),
+                                                      ("histograms", "scorer_hist.png"))}
+    return summary
+
+
+def _scorer_summary(spec: ScorerSpec, kind: str, results: dict, r_vals: list, f_vals: list,
+                    cfg: EvalConfig) -> dict:
+    n = len(r_vals)
+    value = auroc(r_vals, f_vals)
+    ci = bootstrap_ci(lambda idx: auroc([r_vals[i] for i in idx], [f_vals[i] for i in idx]), n,
+                      cfg.bootstrap, cfg.confidence, cfg.seed)
+    present = [v for v in r_vals if v is not None]
+    present_f = [v for v in f_vals if v is not None]
+    info = {
+        "kind": kind, "model": spec.model, "auroc": value, "auroc_ci": ci,
+        "mean_real": float(np.mean(present)) if present else None,
+        "mean_shuffled": float(np.mean(present_f)) if present_f else None,
+        "null_real": n - len(present), "null_shuffled": len(f_vals) - len(present_f),
+        "value": {"pmi": "pmi (nats/token)", "rubric": "expected score",
+                  "rubric-generate": "parsed score"}[kind],
+        "histogram_real": histogram(r_vals), "histogram_shuffled": histogram(f_vals),
+    }
+    if kind != "pmi":  # the 1-5 scores themselves, nulls (unparseable answers) counted
+        for name in ("real", "shuffled"):
+            counts = {str(k): 0 for k in range(1, 6)} | {"null": 0}
+            for row in results[name]:
+                counts["null" if row["score"] is None else str(int(row["score"]))] += 1
+            info[f"scores_{name}"] = counts
+    return info
+
+
+def _score_rows(real, fake, values, rows_real):
+    for i, (p, f) in enumerate(zip(real, fake)):
+        row = {"pair_id": p["pair_id"], "instruction": p["instruction"], "shuffled_instruction": f["instruction"]}
+        for label, (r_vals, f_vals) in values.items():
+            row[f"{label}:real"] = r_vals[i]
+            row[f"{label}:shuffled"] = f_vals[i]
+            rat = rows_real[label][i].get("rationale")
+            if rat:
+                row[f"{label}:rationale"] = rat
+        yield row
+
+
+def _plot(values: dict, per_scorer: dict, path: Path) -> None:
+    plt = pyplot()
+    n = len(values)
+    fig, axes = plt.subplots(1, n, figsize=(4.2 * n, 3.2), squeeze=False)
+    for ax, (label, (r_vals, f_vals)) in zip(axes[0], values.items()):
+        r = [v for v in r_vals if v is not None]
+        f = [v for v in f_vals if v is not None]
+        if r or f:
+            lo, hi = min(r + f), max(r + f)
+            bins = np.linspace(lo, hi if hi > lo else lo + 1, 21)
+            ax.hist(r, bins=bins, alpha=0.6, label="real", color="#3a7")
+            ax.hist(f, bins=bins, alpha=0.6, label="shuffled", color="#d55")
+        s = per_scorer[label]
+        ax.set_title(f"{label}\nAUROC {fmt_ci(s['auroc'], s['auroc_ci'], 2)}", fontsize=9)
+        ax.set_xlabel(s["value"])
+        ax.set_ylabel("pairs")
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    save_figure(fig, path)
+
+
+def format_scorer_summary(summary: dict) -> str:
+    head = (f"{summary['n']} pairs (of {summary['pairs_available']}) from {summary['pairs']}, each also scored "
+            f"with a shuffled instruction; {int(summary['confidence'] * 100)}% bootstrap intervals "
+            f"({summary['bootstrap']} resamples)")
+    lines = [head, ""]
+    width = max(len(k) for k in summary["scorers"]) + 2
+    lines.append(f"{'scorer':<{width}}{'AUROC real vs shuffled':<28}{'mean real':>11}{'mean shuffled':>15}"
+                 f"{'nulls':>7}")
+    for label, s in summary["scorers"].items():
+        mr = "-" if s["mean_real"] is None else f"{s['mean_real']:.3f}"
+        ms = "-" if s["mean_shuffled"] is None else f"{s['mean_shuffled']:.3f}"
+        lines.append(f"{label:<{width}}{fmt_ci(s['auroc'], s['auroc_ci']):<28}{mr:>11}{ms:>15}"
+                     f"{s['null_real'] + s['null_shuffled']:>7}")
+    for a in summary["agreement"]:
+        lines.append(f"Spearman {a['a']} vs {a['b']} (real pairs): {fmt_ci(a['spearman'], a['ci'])}")
+    if "files" in summary:
+        lines.append(f"\nwrote {summary['files']['summary']}, {summary['files']['scores']}, "
+                     f"{summary['files']['histograms']}")
+    return "\n".join(lines)
