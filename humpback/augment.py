@@ -18,17 +18,20 @@ from datatrove.pipeline.base import PipelineStep
 from pydantic import Field
 
 from .config import ConfigError, EngineConfig, GenerationConfig, StrictModel, load_config
+from .engines.base import GenerationRequest
 from .records import PAIR_SCHEMA, parquet_files, write_json
 from .shards import (
+    CallbackStep,
     ChunkStore,
     ExecutorConfig,
     RateMeter,
     RowsReader,
     ShardWriter,
+    Step,
     chunked,
     count_rows,
     merge_stats,
-    run_pipeline,
+    run_steps,
     seed_from,
     stable_id,
 )
@@ -132,65 +135,133 @@ def backward_messages(output: str, template: str = "backward", system: Optional[
     return ([{"role": "system", "content": system}] if system else []) + messages
 
 
+def gen_params(cfg: AugmentConfig) -> str:
+    gen = cfg.generation
+    return json.dumps({"temperature": gen.temperature, "top_p": gen.top_p, "top_k": gen.top_k,
+                       "max_tokens": gen.max_tokens, "seed": gen.seed, "template": cfg.template}, sort_keys=True)
+
+
+def backward_requests(doc_id: str, text: str, cfg: AugmentConfig) -> GenerationRequest:
+    gen = cfg.generation
+    return GenerationRequest(
+        messages=backward_messages(text, cfg.template, cfg.system), n=gen.n, temperature=gen.temperature,
+        top_p=gen.top_p, top_k=gen.top_k, max_tokens=gen.max_tokens, stop=list(gen.stop),
+        seed=seed_from(gen.seed, doc_id), id=doc_id)
+
+
+def pair_rows(doc_id: str, seg: dict, texts: list[str], model: str, cfg: AugmentConfig, params: str) -> list[dict]:
+    return [{
+        "pair_id": stable_id(doc_id, k, model, cfg.round, params),
+        "instruction": clean_instruction(text),
+        "output": seg["text"],
+        "segment_id": seg.get("segment_id", doc_id),
+        "doc_id": seg.get("doc_id"),
+        "url": seg.get("url"),
+        "backward_model": model,
+        "gen_params": params,
+        "round": cfg.round,
+    } for k, text in enumerate(texts)]
+
+
+def engine_counters(engine, before: dict) -> dict[str, int]:
+    """What an engine's counters (endpoint: requests sent, cache hits, retries, tokens) grew by."""
+    now = dict(getattr(engine, "counters", {}) or {})
+    return {f"engine:{k}": v - before.get(k, 0) for k, v in now.items() if v - before.get(k, 0)}
+
+
 class BackwardGenerator(PipelineStep):
     """Writes n instructions per segment with the backward model; outputs are checkpointed per chunk."""
 
     name = "backward generation"
     type = "🤖 - MODEL"
 
-    def __init__(self, model: str, cfg: AugmentConfig, work_dir: str, total: Optional[int]) -> None:
+    def __init__(self, model: str, cfg: AugmentConfig, work_dir: str, total: int | None,
+                 engine_dir: str | None = None) -> None:
         super().__init__()
         self.model, self.cfg, self.work_dir, self.total = model, cfg, work_dir, total
+        self.engine_dir = engine_dir  # request cache and token ledger of endpoint engines
 
     def run(self, data: DocumentsPipeline = None, rank: int = 0, world_size: int = 1) -> DocumentsPipeline:
-        from .engines import GenerationRequest, make_engine
+        from .engines import make_engine
 
-        cfg, gen = self.cfg, self.cfg.generation
+        cfg = self.cfg
         store = ChunkStore(self.work_dir, rank, PAIR_SCHEMA)
         pair_filter = PairFilter(cfg.filters)
         engine = None
-        params = json.dumps({"temperature": gen.temperature, "top_p": gen.top_p, "top_k": gen.top_k,
-                             "max_tokens": gen.max_tokens, "seed": gen.seed, "template": cfg.template},
-                            sort_keys=True)
+        params = gen_params(cfg)
         meter = RateMeter("segments", self.total if world_size == 1 else None, rank)
-        for index, chunk in enumerate(chunked(data or [], cfg.chunk_size)):
-            ids = [d.id for d in chunk]
-            rows = store.load(index, ids)
-            tokens = 0
-            if rows is None:
-                if engine is None:
-                    engine = make_engine(self.model, cfg.engine)
-                reqs = [GenerationRequest(
-                    messages=backward_messages(d.text, cfg.template, cfg.system), n=gen.n,
-                    temperature=gen.temperature, top_p=gen.top_p, top_k=gen.top_k, max_tokens=gen.max_tokens,
-                    stop=list(gen.stop), seed=seed_from(gen.seed, d.id), id=d.id) for d in chunk]
-                results = engine.generate(reqs)
-                rows = []
-                for d, res in zip(chunk, results):
-                    seg = d.metadata["row"]
-                    tokens += sum(res.completion_tokens)
-                    for k, text in enumerate(res.texts):
-                        rows.append({
-                            "pair_id": stable_id(d.id, k, self.model, cfg.round, params),
-                            "instruction": clean_instruction(text),
-                            "output": seg["text"],
-                            "segment_id": seg.get("segment_id", d.id),
-                            "doc_id": seg.get("doc_id"),
-                            "url": seg.get("url"),
-                            "backward_model": self.model,
-                            "gen_params": params,
-                            "round": cfg.round,
-                        })
-                store.save(index, ids, rows)
-            else:
-                self.stat_update("replayed_from_checkpoint", value=len(chunk))
-            meter.update(len(chunk), tokens)
-            for row in rows:
-                reason = pair_filter.reason(row["instruction"], row["output"])
+        try:
+            for index, chunk in enumerate(chunked(data or [], cfg.chunk_size)):
+                ids = [d.id for d in chunk]
+                rows = store.load(index, ids)
+                tokens = 0
+                counters: dict[str, int] = {}
+                if rows is None:
+                    if engine is None:
+                        engine = make_engine(self.model, cfg.engine, run_dir=self.engine_dir)
+                    before = dict(getattr(engine, "counters", {}) or {})
+                    results = engine.generate([backward_requests(d.id, d.text, cfg) for d in chunk])
+                    counters = engine_counters(engine, before)
+                    rows = []
+                    for d, res in zip(chunk, results):
+                        tokens += sum(res.completion_tokens)
+                        rows.extend(pair_rows(d.id, d.metadata["row"], res.texts, self.model, cfg, params))
+                    store.save(index, ids, rows)
+                else:
+                    self.stat_update("replayed_from_checkpoint", value=len(chunk))
+                meter.update(len(chunk), tokens)
+                for i, row in enumerate(rows):
+                    reason = pair_filter.reason(row["instruction"], row["output"])
+                    self.stat_update("generated")
+                    meta = {"row": row, "reject_reason": reason}
+                    if i == 0 and counters:
+                        meta["counters"] = counters
+                    yield Document(text=row["instruction"], id=row["pair_id"], metadata=meta)
+            meter.update(0, 0, force=True)
+        finally:
+            if engine is not None:
+                engine.close()
+
+
+class AugmentRollout:
+    """The backward generation of one segment inside datatrove's InferenceRunner (engine kind vllm)."""
+
+    def __init__(self, model: str, cfg: AugmentConfig) -> None:
+        self.model, self.cfg = model, cfg
+
+    async def __call__(self, document: Document, generate, **_shared) -> dict:
+        import asyncio
+
+        from .engines.vllm_engine import CallbackEngine
+
+        engine = CallbackEngine(self.model, generate, asyncio.get_running_loop(), use_chat=True)
+        [res] = await engine.agenerate([backward_requests(document.id, document.text, self.cfg)])
+        return {"texts": res.texts, "finish_reasons": res.finish_reasons,
+                "completion_tokens": res.completion_tokens}
+
+
+class RolloutPairs(PipelineStep):
+    """Turns the InferenceRunner's documents into candidate pairs (with post-filter reasons)."""
+
+    name = "rollouts to pairs"
+    type = "🔢 - PROCESS"
+
+    def __init__(self, folder: str, model: str, cfg: AugmentConfig) -> None:
+        super().__init__()
+        self.folder, self.model, self.cfg = folder, model, cfg
+
+    def run(self, data: DocumentsPipeline = None, rank: int = 0, world_size: int = 1) -> DocumentsPipeline:
+        from .engines.vllm_engine import iter_rollouts
+
+        pair_filter = PairFilter(self.cfg.filters)
+        params = gen_params(self.cfg)
+        for doc in iter_rollouts(self.folder, rank, world_size):
+            meta = doc.get("metadata") or {}
+            texts = [t for r in meta.get("rollout_results") or [] for t in r["texts"]]
+            for row in pair_rows(str(doc["id"]), meta["row"], texts, self.model, self.cfg, params):
                 self.stat_update("generated")
-                yield Document(text=row["instruction"], id=row["pair_id"],
-                               metadata={"row": row, "reject_reason": reason})
-        meter.update(0, 0, force=True)
+                yield Document(text=row["instruction"], id=row["pair_id"], metadata={
+                    "row": row, "reject_reason": pair_filter.reason(row["instruction"], row["output"])})
 
 
 def is_segments_folder(path: Path) -> bool:
@@ -204,50 +275,115 @@ def is_segments_folder(path: Path) -> bool:
     return {"segment_id", "text"} <= set(pq.read_schema(files[0]).names)
 
 
-def run_augment(input_path: str, model: str, output: str, config: AugmentConfig | None = None,
-                prepare_config: Optional[str] = None) -> dict:
-    """Generate candidate pairs for every segment under ``input_path`` into ``output``/pairs.
-
-    ``input_path`` is a ``prepare`` output folder (or its segments/); anything else is treated as a raw
-    corpus and prepared first into ``output``/prepared. Returns the stage stats (also written to stats.json).
-    """
-    cfg = config or AugmentConfig()
-    out = Path(output)
-    src = Path(input_path)
+def _segments_folder(src: Path, out: Path, prepare_config: str | None, depends) -> Path:
+    if is_segments_folder(src):
+        return src
+    if is_segments_folder(src / "segments"):  # a `humpback prepare` output folder
+        return src / "segments"
+    if depends is not None:  # a prepare stage queued before this one (Slurm): its segments do not exist yet
+        return src if src.name == "segments" else src / "segments"
     if not src.exists():
         raise FileNotFoundError(f"{src}: no such file or folder")
-    if is_segments_folder(src):
-        segments = src
-    elif is_segments_folder(src / "segments"):  # a `humpback prepare` output folder
-        segments = src / "segments"
-    else:
-        from .corpus import run_prepare  # raw corpus: prepare it first, resumably, inside the output
+    from .corpus import run_prepare  # raw corpus: prepare it first, resumably, inside the output
 
-        run_prepare([str(src)], str(out / "prepared"), config=prepare_config)
-        segments = out / "prepared" / "segments"
+    run_prepare([str(src)], str(out / "prepared"), config=prepare_config)
+    return out / "prepared" / "segments"
+
+
+def finish_augment(out: str, model: str, config: dict, segments: str) -> dict:
+    """Stage statistics from the tasks' counters (also a job of its own on Slurm)."""
+    cfg = AugmentConfig.model_validate(config)
+    out_p = Path(out)
     total = count_rows(segments)
     if cfg.max_segments >= 0:
         total = min(total, cfg.max_segments)
-    log.warning("augment: %d segments from %s with %s -> %s", total, segments, model, out / "pairs")
-    pipeline = [
-        RowsReader(segments, id_key="segment_id", text_key="text", limit=cfg.max_segments),
-        BackwardGenerator(model, cfg, str(out / ".work" / "augment"), total),
-        ShardWriter(out / "pairs", "pair", out / ".work" / "augment-stats", rejected_folder=out / "rejected",
-                    work_dir=out / ".work" / "augment"),
-    ]
-    run_pipeline(pipeline, cfg.executor, out / ".work" / "augment-logs")
-    counters = merge_stats(out / ".work" / "augment-stats")
+    counters = merge_stats(out_p / ".work" / "augment-stats")
     stats = {
         "stage": "augment",
         "model": model,
         "segments_in": total,
         "pairs_written": counters.get("written", 0),
         "dropped": {k.split(":", 1)[1]: v for k, v in counters.items() if k.startswith("dropped:")},
+        "engine": {k.split(":", 1)[1]: v for k, v in counters.items() if k.startswith("engine:")},
         "config": cfg.model_dump(),
     }
+    if cfg.engine.kind == "vllm":
+        from .engines.vllm_engine import count_rollouts, inference_stats
+
+        work = out_p / ".work" / "augment-vllm"
+        done = count_rollouts(work / "rollouts")
+        stats["engine"] = inference_stats(work / "logs")
+        read = stats["engine"].get("documents_read", 0)
+        # InferenceRunner counts a document it failed to save as processed and the task still succeeds
+        # (a missing aiofiles does that to every document), so the outputs themselves are checked
+        if done != read:
+            raise RuntimeError(f"augment: the InferenceRunner step wrote {done} of the {read} segments it read; "
+                               f"see {work / 'logs'} (failed_documents: {stats['engine'].get('failed_documents', 0)})")
     stats["pairs_generated"] = stats["pairs_written"] + sum(stats["dropped"].values())
-    write_json(stats, out / "stats.json")
+    write_json(stats, out_p / "stats.json")
     return stats
+
+
+def augment_steps(segments: Path, model: str, out: Path, cfg: AugmentConfig, total: int | None) -> list[Step]:
+    """The datatrove runs of the stage: generate (+ turn rollouts into pairs, for vllm) and finish."""
+    work = out / ".work"
+    writer = ShardWriter(out / "pairs", "pair", work / "augment-stats", rejected_folder=out / "rejected",
+                         work_dir=work / "augment")
+    reader = RowsReader(segments, id_key="segment_id", text_key="text", limit=cfg.max_segments)
+    tasks = cfg.executor.tasks
+    if cfg.engine.kind == "vllm":
+        from .engines.vllm_engine import inference_step
+
+        vwork = work / "augment-vllm"
+        runner = inference_step(AugmentRollout(model, cfg), model, cfg.engine, vwork, use_chat=True,
+                                requests_per_document=cfg.generation.n)
+        steps = [Step("augment-generate", [reader, runner], vwork / "logs", tasks=tasks, uses_model=True),
+                 Step("augment-pairs", [RolloutPairs(str(vwork / "rollouts"), model, cfg), writer],
+                      work / "augment-logs", tasks=tasks)]
+    else:
+        generator = BackwardGenerator(model, cfg, str(work / "augment"), total, engine_dir=str(work / "augment-engine"))
+        steps = [Step("augment-generate", [reader, generator, writer], work / "augment-logs", tasks=tasks,
+                      uses_model=True)]
+    return steps
+
+
+def run_augment(input_path: str, model: str, output: str, config: AugmentConfig | None = None,
+                prepare_config: str | None = None, depends=None) -> dict:
+    """Generate candidate pairs for every segment under ``input_path`` into ``output``/pairs.
+
+    ``input_path`` is a ``prepare`` output folder (or its segments/); anything else is treated as a raw
+    corpus and prepared first into ``output``/prepared. Returns the stage stats (also written to stats.json).
+    With ``executor.kind: slurm`` the stage is submitted (after ``depends``: a Slurm job id or executor) and
+    the returned dict names the last job; its stats.json is written by that job.
+    """
+    cfg = config or AugmentConfig()
+    if depends is None and cfg.executor.kind == "slurm":  # the config may name the job to wait for
+        depends = cfg.executor.slurm.depends_job_id
+    out = Path(output)
+    segments = _segments_folder(Path(input_path), out, prepare_config, depends)
+    if cfg.engine.kind == "vllm" and cfg.executor.kind != "slurm":
+        from .engines.vllm_engine import check_server_installed
+
+        check_server_installed(cfg.engine)
+    total = None
+    if segments.exists():
+        total = count_rows(segments)
+        if cfg.max_segments >= 0:
+            total = min(total, cfg.max_segments)
+    log.warning("augment: %s segments from %s with %s (%s engine, %s executor) -> %s",
+                "?" if total is None else total, segments, model, cfg.engine.kind, cfg.executor.kind, out / "pairs")
+    steps = augment_steps(segments, model, out, cfg, total)
+    finish_args = (str(out), model, cfg.model_dump(), str(segments))
+    if cfg.executor.kind == "slurm":
+        steps.append(Step("augment-finish", [CallbackStep(finish_augment, *finish_args)],
+                          out / ".work" / "augment-finish-logs", skip_completed=False))
+        job = run_steps(steps, cfg.executor, depends=depends, dry_run_dir=out / ".work" / "slurm-dry-run")
+        # counts are None until the last job has written stats.json
+        return {"stage": "augment", "model": model, "submitted": True, "executor": "slurm", "job_id": job,
+                "dry_run": cfg.executor.slurm.dry_run, "output": str(out), "segments_in": total,
+                "pairs_generated": None, "pairs_written": None, "dropped": {}}
+    run_steps(steps, cfg.executor)
+    return finish_augment(*finish_args)
 
 
 def load_augment_config(path: Optional[str], **overrides) -> AugmentConfig:

@@ -273,6 +273,11 @@ def augment_cmd(input_path, model, output, config_path, max_segments, n, engine,
         "max_segments": max_segments, "generation.n": n, "engine.kind": engine, "generation.max_tokens": max_tokens,
         "executor.tasks": tasks, "executor.workers": workers, "round": round_})
     stats = run_augment(input_path, model, output, cfg, prepare_config=prepare_config)
+    if stats.get("submitted"):
+        what = "recorded (dry run)" if stats.get("dry_run") else "submitted"
+        click.echo(f"augment {what} to Slurm; the last job ({stats.get('job_id')}) writes {output}/pairs, "
+                   f"{output}/rejected and {output}/stats.json")
+        return
     click.echo(f"segments {stats['segments_in']} -> pairs generated {stats['pairs_generated']}, "
                f"written {stats['pairs_written']}; dropped {stats['dropped'] or 'none'}")
     click.echo(f"pairs: {output}/pairs   rejected (with reasons): {output}/rejected   stats: {output}/stats.json")
@@ -376,3 +381,10 @@ def stats_cmd(path, plot_png, as_json, top) -> None:
     click.echo(json.dumps(results, indent=2) if as_json else format_stats(results))
     if plot_png:
         click.echo(f"plot: {plot_stats(path, plot_png)}")
+
+
+
+# --- eval (humpback.evaluate) ---
+from .evaluate.cli import eval_group  # noqa: E402
+
+main.add_command(eval_group)

@@ -88,6 +88,52 @@ class GenerationConfig(StrictModel):
     seed: int = 0
 
 
+class EndpointConfig(StrictModel):
+    """An OpenAI-compatible server (vLLM, SGLang, llama.cpp, `transformers serve`) reached over HTTP.
+
+    The engine's model name is the name the server serves. Finished requests are kept in an on-disk cache
+    keyed by the request payload, so a rerun never sends them again.
+    """
+
+    base_url: str | None = None  # http://host:port (a trailing /v1 is accepted)
+    api_key_env: str | None = None  # name of an environment variable holding the API key (never the key)
+    max_concurrency: int = Field(16, ge=1)  # requests in flight at once
+    timeout_s: float = Field(300.0, gt=0)  # per request
+    max_retries: int = Field(12, ge=0)  # on 429, 5xx, timeouts, refused connections; backoff waits ~2-3 min in all
+    backoff_s: float = Field(0.5, gt=0)  # first wait; doubles per attempt
+    max_backoff_s: float = Field(30.0, gt=0)
+    cache: bool = True
+    # default: <stage work dir>/requests when a stage runs the engine, else $HUMPBACK_CACHE/requests
+    cache_dir: str | None = None
+    # prompt + completion tokens that may be sent in one run (cache hits are free); None: no limit
+    token_budget: int | None = Field(None, ge=1)
+    # server: chat messages go to /v1/chat/completions and the server applies the chat template;
+    # local: they are rendered here with the tokenizer's template and sent to /v1/completions
+    chat_template: Literal["server", "local"] = "server"
+    # local tokenizer (alias, folder or HF id) for chat templates and token-id prompts (log-probabilities);
+    # default: the model name itself when it resolves locally
+    tokenizer: str | None = None
+    top_logprobs: int = Field(20, ge=1)  # choice_logprobs reads the choices from this many top candidates
+
+
+class VLLMConfig(StrictModel):
+    """Servers that datatrove's InferenceRunner starts inside every task (GPU clusters)."""
+
+    server: Literal["vllm", "sglang", "endpoint"] = "vllm"  # endpoint: an external server (engine.endpoint)
+    tp: int = Field(1, ge=1)  # tensor parallelism (GPUs per model replica)
+    dp: int = Field(1, ge=1)  # data parallelism (replicas per server)
+    pp: int = Field(1, ge=1)  # pipeline parallelism
+    model_max_context: int = Field(8192, ge=128)
+    max_concurrent_generations: int = Field(500, ge=1)  # requests in flight per task
+    max_concurrent_documents: int | None = Field(None, ge=1)  # default: generations / requests per document
+    records_per_chunk: int = Field(1000, ge=1)  # documents per checkpointed chunk
+    server_args: dict[str, Any] = Field(default_factory=dict)  # extra server flags, e.g. gpu-memory-utilization
+    server_start_timeout_s: float = Field(600.0, gt=0)  # waiting for the server to answer, cold start included
+    request_timeout_s: float | None = Field(None, gt=0)
+    metric_interval_s: int = Field(120, ge=1)
+    server_log_folder: str | None = None  # default: the stage's work folder
+
+
 class EngineConfig(StrictModel):
     """Which back-end runs a model, and how."""
 
@@ -98,3 +144,5 @@ class EngineConfig(StrictModel):
     max_batch_tokens: int = Field(16384, ge=64)  # bounds padded tokens per batch
     threads: Optional[int] = Field(None, ge=1)
     progress: bool = True
+    endpoint: EndpointConfig = EndpointConfig()  # kind: endpoint (and vllm with server: endpoint)
+    vllm: VLLMConfig = VLLMConfig()  # kind: vllm

@@ -14,6 +14,7 @@ import json
 import logging
 import random
 from collections import Counter
+from functools import partial
 from pathlib import Path
 from typing import Optional
 
@@ -23,6 +24,7 @@ from datatrove.pipeline.base import PipelineStep
 from pydantic import Field
 
 from .config import EngineConfig, StrictModel, load_config
+from .engines.base import EngineCapabilityError
 from .records import (
     CURATED_SCHEMA,
     SCORE_SCHEMA,
@@ -35,14 +37,17 @@ from .records import (
 )
 from .scorers import ScorerConfig, auroc, make_scorer, pmi_to_scores, resolve_kind, shuffled_pairs
 from .shards import (
+    CallbackStep,
     ChunkStore,
     ExecutorConfig,
     RateMeter,
     RowsReader,
     ShardWriter,
+    Step,
     chunked,
     count_rows,
-    run_pipeline,
+    merge_stats,
+    run_steps,
     stable_id,
 )
 
@@ -126,9 +131,11 @@ class ScoreStep(PipelineStep):
     name = "score pairs"
     type = "⚖️ - SCORER"
 
-    def __init__(self, model: str, cfg: CurateConfig, work_dir: str, total: Optional[int]) -> None:
+    def __init__(self, model: str, cfg: CurateConfig, work_dir: str, total: int | None,
+                 engine_dir: str | None = None) -> None:
         super().__init__()
         self.model, self.cfg, self.work_dir, self.total = model, cfg, work_dir, total
+        self.engine_dir = engine_dir  # request cache and token ledger of endpoint engines
 
     def run(self, data: DocumentsPipeline = None, rank: int = 0, world_size: int = 1) -> DocumentsPipeline:
         from .engines import make_engine
@@ -136,20 +143,80 @@ class ScoreStep(PipelineStep):
         store = ChunkStore(self.work_dir, rank, CURATED_SCHEMA)
         scorer = None
         meter = RateMeter("pairs scored", self.total if world_size == 1 else None, rank)
-        for index, chunk in enumerate(chunked(data or [], self.cfg.chunk_size)):
-            ids = [d.id for d in chunk]
-            rows = store.load(index, ids)
-            if rows is None:
-                if scorer is None:
-                    scorer = make_scorer(make_engine(self.model, self.cfg.engine), self.cfg.scorer)
-                pairs = [d.metadata["row"] for d in chunk]
-                scores = scorer.score(pairs)
-                rows = [{**p, **s, "scorer": scorer.kind, "model": self.model} for p, s in zip(pairs, scores)]
-                store.save(index, ids, rows)
-            meter.update(len(chunk))
-            for row in rows:
-                yield Document(text=row["output"], id=row["pair_id"], metadata={"row": row})
-        meter.update(0, force=True)
+        try:
+            for index, chunk in enumerate(chunked(data or [], self.cfg.chunk_size)):
+                ids = [d.id for d in chunk]
+                rows = store.load(index, ids)
+                counters: dict[str, int] = {}
+                if rows is None:
+                    if scorer is None:
+                        scorer = make_scorer(make_engine(self.model, self.cfg.engine, run_dir=self.engine_dir),
+                                             self.cfg.scorer)
+                    before = dict(getattr(scorer.engine, "counters", {}) or {})
+                    pairs = [d.metadata["row"] for d in chunk]
+                    scores = scorer.score(pairs)
+                    counters = {f"engine:{k}": v - before.get(k, 0)
+                                for k, v in dict(getattr(scorer.engine, "counters", {}) or {}).items()
+                                if v - before.get(k, 0)}
+                    rows = [{**p, **s, "scorer": scorer.kind, "model": self.model} for p, s in zip(pairs, scores)]
+                    store.save(index, ids, rows)
+                meter.update(len(chunk))
+                for i, row in enumerate(rows):
+                    meta = {"row": row}
+                    if i == 0 and counters:
+                        meta["counters"] = counters
+                    yield Document(text=row["output"], id=row["pair_id"], metadata=meta)
+            meter.update(0, force=True)
+        finally:
+            if scorer is not None:
+                scorer.engine.close()
+
+
+class ScoreRollout:
+    """The scoring of one pair inside datatrove's InferenceRunner (engine kind vllm).
+
+    The scorers are synchronous code; each pair's scorer runs in a worker thread while its requests go
+    through InferenceRunner's callback on the event loop (CallbackEngine), so the scorers are reused as they
+    are and score exactly as they do on the other engines."""
+
+    def __init__(self, model: str, cfg: CurateConfig, use_chat: bool, tokenizer_ref: str | None,
+                 server_support: dict | None = None) -> None:
+        self.model, self.cfg, self.use_chat, self.tokenizer_ref = model, cfg, use_chat, tokenizer_ref
+        # what a probe found an external server to accept (token-id prompts, trustworthy echo); vLLM and
+        # SGLang accept both
+        self.server_support = server_support or {}
+
+    async def __call__(self, document: Document, generate, pool=None, tokenizer=None, tokenizer_lock=None) -> dict:
+        import asyncio
+
+        from .engines.vllm_engine import CallbackEngine
+
+        loop = asyncio.get_running_loop()
+        engine = CallbackEngine(self.model, generate, loop, use_chat=self.use_chat, tokenizer=self.tokenizer_ref,
+                                shared_tokenizer=tokenizer, tokenizer_lock=tokenizer_lock, **self.server_support)
+        scorer = make_scorer(engine, self.cfg.scorer)
+        [row] = await loop.run_in_executor(pool, scorer.score, [document.metadata["row"]])
+        return row
+
+
+class RolloutScores(PipelineStep):
+    """Turns the InferenceRunner's documents into score rows (pair + score columns)."""
+
+    name = "rollouts to scores"
+    type = "🔢 - PROCESS"
+
+    def __init__(self, folder: str, model: str, kind: str) -> None:
+        super().__init__()
+        self.folder, self.model, self.kind = folder, model, kind
+
+    def run(self, data: DocumentsPipeline = None, rank: int = 0, world_size: int = 1) -> DocumentsPipeline:
+        from .engines.vllm_engine import iter_rollouts
+
+        for doc in iter_rollouts(self.folder, rank, world_size):
+            meta = doc.get("metadata") or {}
+            for score in meta.get("rollout_results") or []:
+                row = {**meta["row"], **score, "scorer": self.kind, "model": self.model}
+                yield Document(text=row["output"] or "", id=row["pair_id"], metadata={"row": row})
 
 
 # ----------------------------------------------------------------------------- finalisation
@@ -215,7 +282,8 @@ def _finalise(scored_dir: Path, out: Path, cfg: CurateConfig, kind: str) -> tupl
             "null_scores": dict(null_reasons), "pmi_cuts": cuts or None}, cuts
 
 
-def self_check(model: str, cfg: CurateConfig, pairs_dir: Path, scored_dir: Path, kind: str) -> dict:
+def self_check(model: str, cfg: CurateConfig, pairs_dir: Path, scored_dir: Path, kind: str,
+               run_dir: Path | None = None) -> dict:
     """Score shuffled pairs and report AUROC of real vs shuffled (the real sample's scores are reused)."""
     from .engines import make_engine
 
@@ -227,9 +295,12 @@ def self_check(model: str, cfg: CurateConfig, pairs_dir: Path, scored_dir: Path,
     sample = rng.sample(rows, min(n, len(rows)))
     if len(sample) < 4:
         return {"skipped": True, "reason": f"only {len(sample)} pairs"}
-    scorer = make_scorer(make_engine(model, cfg.engine), cfg.scorer.model_copy(update={"kind": kind}))
+    scorer = make_scorer(make_engine(model, cfg.engine, run_dir=run_dir), cfg.scorer.model_copy(update={"kind": kind}))
     shuffled = shuffled_pairs(sample, seed=cfg.self_check_seed)
-    shuffled_scores = scorer.score(shuffled)
+    try:
+        shuffled_scores = scorer.score(shuffled)
+    finally:
+        scorer.engine.close()
     real = [scorer.continuous(r) for r in sample]
     fake = [scorer.continuous(s) for s in shuffled_scores]
     value = auroc(real, fake)
@@ -249,48 +320,152 @@ def _mean(xs):
     return sum(xs) / len(xs) if xs else None
 
 
-def run_curate(pairs: str, model: str, output: str, config: CurateConfig | None = None) -> dict:
-    """Score every pair in ``pairs`` with ``model`` and select the tier with score >= min_score."""
-    cfg = config or CurateConfig()
+def _auto_kind(model: str, cfg: CurateConfig) -> str:
+    """`auto` needs the model's size: counted from a local copy's headers for served models (no server is
+    started for it); a served model without a local copy is taken as large (rubric)."""
+    from .engines import make_engine
+
+    if cfg.engine.kind == "transformers":  # loading it here also fails early on a bad reference
+        return resolve_kind(cfg.scorer, make_engine(model, cfg.engine))
+    from .engines.openai_compat import count_parameters
+    from .models import ModelResolutionError, resolve
+
+    try:
+        n = count_parameters(resolve(cfg.engine.endpoint.tokenizer or model).path)
+    except ModelResolutionError:
+        n = None
+    if n is None:
+        log.warning("curate: scorer auto: no local copy of %s to count its parameters; using rubric", model)
+        return "rubric"
+    return "pmi" if n < cfg.scorer.auto_params_threshold else "rubric"
+
+
+def finish_curate(pairs_dir: str, output: str, model: str, config: dict, kind: str, key: str) -> dict:
+    """Publish scores and the selected tier, run the self-check, write stats (a job of its own on Slurm)."""
+    cfg = CurateConfig.model_validate(config)
     out = Path(output)
     work = out / ".work"
-    pairs_dir = normalise_input(pairs, work)
-    kind = cfg.scorer.kind
-    if kind == "auto":  # needs the model's size; loading it here also fails early on a bad reference
-        from .engines import make_engine
-
-        kind = resolve_kind(cfg.scorer, make_engine(model, cfg.engine))
-    total = count_rows(pairs_dir)
-    if cfg.max_pairs >= 0:
-        total = min(total, cfg.max_pairs)
-    scoring = cfg.scorer.model_copy(update={"kind": kind}).model_dump(exclude={"pmi_mapping", "pmi_cuts"})
-    key = stable_id(model, json.dumps(scoring, sort_keys=True), str(pairs_dir.resolve()), cfg.max_pairs)
     scored_dir = work / f"scored-{key}"
-    log.warning("curate: scoring %d pairs from %s with %s (scorer %s) -> %s", total, pairs_dir, model, kind, out)
-    pipeline = [
-        RowsReader(pairs_dir, id_key="pair_id", text_key="output", limit=cfg.max_pairs),
-        ScoreStep(model, cfg.model_copy(update={"scorer": cfg.scorer.model_copy(update={"kind": kind})}),
-                  str(work / f"chunks-{key}"), total),
-        ShardWriter(scored_dir, "curated", work / f"stats-{key}", work_dir=work / f"chunks-{key}"),
-    ]
-    run_pipeline(pipeline, cfg.executor, work / f"logs-{key}")
+    engine_stats: dict = {k.split(":", 1)[1]: v for k, v in merge_stats(work / f"stats-{key}").items()
+                          if k.startswith("engine:")}
+    if cfg.engine.kind == "vllm":
+        from .engines.vllm_engine import count_rollouts, inference_stats
+
+        done = count_rollouts(work / f"vllm-{key}" / "rollouts")
+        engine_stats = inference_stats(work / f"vllm-{key}" / "logs")
+        read = engine_stats.get("documents_read", 0)
+        # InferenceRunner counts a document it failed to save as processed and the task still succeeds
+        # (a missing aiofiles does that to every document), so the outputs themselves are checked
+        if done != read:
+            raise RuntimeError(f"curate: the InferenceRunner step wrote {done} of the {read} pairs it read; see "
+                               f"{work / f'vllm-{key}' / 'logs'} (failed_documents: "
+                               f"{engine_stats.get('failed_documents', 0)})")
     summary, _ = _finalise(scored_dir, out, cfg, kind)
     check_file = work / f"selfcheck-{key}-{cfg.self_check_sample}-{cfg.self_check_seed}.json"
     if check_file.is_file():
         check = json.loads(check_file.read_text())
     else:
-        check = self_check(model, cfg, pairs_dir, scored_dir, kind)
+        check = self_check(model, cfg, Path(pairs_dir), scored_dir, kind, run_dir=work / "engine")
         write_json(check, check_file)
     if check.get("warning"):
         log.warning("SELF-CHECK WARNING: %s", check["warning"])
     stats = {"stage": "curate", "model": model, "scorer": kind, "min_score": cfg.min_score,
-             "input": str(pairs_dir), **summary, "self_check": check, "config": cfg.model_dump()}
+             "input": str(pairs_dir), **summary, "self_check": check, "engine": engine_stats,
+             "config": cfg.model_dump()}
     write_json(stats, out / "stats.json")
     _plot_histogram(summary["histogram"], f"{kind} scores ({model})", out / "score_hist.png")
     return stats
 
 
+def run_curate(pairs: str, model: str, output: str, config: CurateConfig | None = None, depends=None) -> dict:
+    """Score every pair in ``pairs`` with ``model`` and select the tier with score >= min_score.
+
+    With ``executor.kind: slurm`` the stage is submitted (after ``depends``: a Slurm job id or executor) and
+    the returned dict names the last job; its stats.json is written by that job.
+    """
+    cfg = config or CurateConfig()
+    if depends is None and cfg.executor.kind == "slurm":  # the config may name the job to wait for
+        depends = cfg.executor.slurm.depends_job_id
+    out = Path(output)
+    work = out / ".work"
+    src = Path(pairs)
+    queued = depends is not None and not (src.exists() and (src.is_file() or parquet_files(_find_pairs(src))))
+    if queued:  # an augment stage queued before this one (Slurm): its pairs do not exist yet
+        pairs_dir = src if src.name == "pairs" else src / "pairs"
+    else:
+        pairs_dir = normalise_input(pairs, work)
+    kind = cfg.scorer.kind if cfg.scorer.kind != "auto" else _auto_kind(model, cfg)
+    scored_cfg = cfg.model_copy(update={"scorer": cfg.scorer.model_copy(update={"kind": kind})})
+    total = None
+    if pairs_dir.exists():
+        total = count_rows(pairs_dir)
+        if cfg.max_pairs >= 0:
+            total = min(total, cfg.max_pairs)
+    scoring = cfg.scorer.model_copy(update={"kind": kind}).model_dump(exclude={"pmi_mapping", "pmi_cuts"})
+    key = stable_id(model, json.dumps(scoring, sort_keys=True), str(pairs_dir.resolve()), cfg.max_pairs)
+    scored_dir = work / f"scored-{key}"
+    log.warning("curate: scoring %s pairs from %s with %s (scorer %s, %s engine, %s executor) -> %s",
+                "?" if total is None else total, pairs_dir, model, kind, cfg.engine.kind, cfg.executor.kind, out)
+    reader = RowsReader(pairs_dir, id_key="pair_id", text_key="output", limit=cfg.max_pairs)
+    writer = ShardWriter(scored_dir, "curated", work / f"stats-{key}", work_dir=work / f"chunks-{key}")
+    tasks = cfg.executor.tasks
+    if cfg.engine.kind == "vllm":
+        from .engines.vllm_engine import check_server_installed, inference_step, rollout_context, tokenizer_ref_for
+
+        use_chat = kind == "rubric-generate"
+        tokenizer_ref = tokenizer_ref_for(model, cfg.engine)
+        if not use_chat and tokenizer_ref is None:
+            raise EngineCapabilityError(f"scorer {kind} over engine kind 'vllm' renders prompts locally: set "
+                                        "engine.endpoint.tokenizer to a local copy of the served model's tokenizer")
+        support = None
+        if cfg.executor.kind != "slurm":
+            check_server_installed(cfg.engine)
+            if cfg.engine.vllm.server == "endpoint" and not use_chat:
+                support = _probe_endpoint(model, cfg, kind)
+        vwork = work / f"vllm-{key}"
+        threads = cfg.engine.vllm.max_concurrent_documents or cfg.engine.vllm.max_concurrent_generations
+        runner = inference_step(
+            ScoreRollout(model, scored_cfg, use_chat, tokenizer_ref, support), model, cfg.engine, vwork,
+            use_chat=use_chat,
+            shared_context=partial(rollout_context, None if use_chat else tokenizer_ref, min(threads, 256)),
+            requests_per_document=1 if use_chat else 2)
+        steps = [Step("curate-score", [reader, runner], vwork / "logs", tasks=tasks, uses_model=True),
+                 Step("curate-rows", [RolloutScores(str(vwork / "rollouts"), model, kind), writer],
+                      work / f"logs-{key}", tasks=tasks)]
+    else:
+        steps = [Step("curate-score", [reader, ScoreStep(model, scored_cfg, str(work / f"chunks-{key}"), total,
+                                                         engine_dir=str(work / "engine")), writer],
+                      work / f"logs-{key}", tasks=tasks, uses_model=True)]
+    finish_args = (str(pairs_dir), str(out), model, cfg.model_dump(), kind, key)
+    if cfg.executor.kind == "slurm":
+        # the self-check scores a sample with the model, so the finishing job gets the model's resources
+        steps.append(Step("curate-finish", [CallbackStep(finish_curate, *finish_args)], work / f"finish-logs-{key}",
+                          uses_model=cfg.self_check_sample > 0, skip_completed=False))
+        job = run_steps(steps, cfg.executor, depends=depends, dry_run_dir=work / "slurm-dry-run")
+        return {"stage": "curate", "model": model, "scorer": kind, "submitted": True, "executor": "slurm",
+                "job_id": job, "dry_run": cfg.executor.slurm.dry_run, "output": str(out)}
+    run_steps(steps, cfg.executor)
+    return finish_curate(*finish_args)
+
+
+def _probe_endpoint(model: str, cfg: CurateConfig, kind: str) -> dict:
+    """An external server must show it returns what the scorer needs before any work starts; what else the
+    probe learnt (token-id prompts, trustworthy echo) shapes the requests the rollouts send."""
+    from .engines import make_engine
+
+    engine = make_engine(model, cfg.engine.model_copy(update={"kind": "endpoint"}))
+    try:
+        make_scorer(engine, cfg.scorer.model_copy(update={"kind": kind}))
+        return {"token_prompts": engine.token_prompts, "echo_logprobs": engine.echo_logprobs}
+    finally:
+        engine.close()
+
+
 def format_summary(stats: dict) -> str:
+    if stats.get("submitted"):
+        what = "recorded (dry run)" if stats.get("dry_run") else "submitted"
+        return (f"curate {what} to Slurm; the last job ({stats['job_id']}) writes {stats['output']}/stats.json, "
+                "scores/ and curated/")
     h = stats["histogram"]
     lines = [f"scored {stats['pairs_scored']} pairs with {stats['scorer']} ({stats['model']})",
              "score  " + "  ".join(f"{k:>5}" for k in h), "pairs  " + "  ".join(f"{v:>5}" for v in h.values()),

@@ -14,21 +14,61 @@ import json
 import logging
 import os
 import shutil
+import sys
 import time
 from collections import Counter
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager, nullcontext
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Literal, Optional
+from typing import Any, Literal
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 from datatrove.data import Document, DocumentsPipeline
 from datatrove.pipeline.base import PipelineStep
-from pydantic import Field
+from pydantic import Field, model_validator
 
-from .config import ConfigError, StrictModel
+from .config import StrictModel
 from .records import SCHEMAS, atomic_path, read_table, to_table, write_json
 
 log = logging.getLogger(__name__)
+
+
+class SlurmConfig(StrictModel):
+    """sbatch settings (datatrove's SlurmPipelineExecutor). Each step of a stage is one job array; a step
+    waits for the one before it (and a stage for the stage before it) through Slurm job dependencies."""
+
+    partition: str | None = None  # required with kind: slurm
+    time: str = "24:00:00"
+    cpus_per_task: int = Field(1, ge=1)
+    mem_per_cpu_gb: int = Field(2, ge=1)
+    gpus_per_task: int = Field(0, ge=0)  # given to the steps that run a model; the other steps get none
+    qos: str | None = None
+    job_name: str = "humpback"  # prefix: jobs are named <job_name>-<stage>-<step>
+    env_command: str | None = None  # shell line that activates the environment on the nodes
+    venv_path: str | None = None  # default: this interpreter's venv (bin/activate), when there is one
+    sbatch_args: dict[str, Any] = Field(default_factory=dict)  # more #SBATCH directives, e.g. {account: x}
+    max_array_size: int = Field(1001, ge=1)
+    tasks_per_job: int = Field(1, ge=1)
+    logs_folder: str | None = None  # raw Slurm logs; default: <stage logging dir>/slurm_logs
+    mail_user: str | None = None
+    depends_job_id: str | None = None  # first job waits for this one (a stage submitted elsewhere)
+    # render and record every sbatch submission (scripts, --dependency) under the logging dirs, queue nothing
+    dry_run: bool = False
+
+
+class RayConfig(StrictModel):
+    """Ray settings (datatrove's RayPipelineExecutor)."""
+
+    address: str | None = None  # None: RAY_ADDRESS if set, else a local instance started here; or "auto"
+    cpus_per_task: int = Field(1, ge=1)
+    gpus_per_task: float = Field(0, ge=0)  # given to the steps that run a model
+    mem_per_cpu_gb: float = Field(2, gt=0)
+    num_cpus: int | None = Field(None, ge=1)  # size of a local instance started here
+    num_gpus: int | None = Field(None, ge=0)
+    tasks_per_job: int = Field(1, ge=1)
+    time_s: int | None = Field(None, ge=1)  # a task running longer is killed and retried
 
 
 class ExecutorConfig(StrictModel):
@@ -36,18 +76,164 @@ class ExecutorConfig(StrictModel):
 
     kind: Literal["local", "slurm", "ray"] = "local"
     tasks: int = Field(1, ge=1)
-    workers: int = Field(1, ge=1)  # local: tasks run at once (each loads its own model)
+    # tasks running at once; local default 1 (each loads its own model), slurm/ray default: no limit
+    workers: int | None = Field(None, ge=1)
+    slurm: SlurmConfig = SlurmConfig()
+    ray: RayConfig = RayConfig()
+
+    @model_validator(mode="after")
+    def _needs_partition(self):
+        if self.kind == "slurm" and not self.slurm.partition:
+            raise ValueError("executor kind 'slurm' needs slurm.partition")
+        return self
 
 
-def run_pipeline(pipeline: list, config: ExecutorConfig, logging_dir: str | os.PathLike) -> None:
+@dataclass
+class Step:
+    """One datatrove executor run of a stage (a Slurm job array, a Ray job, a local pool)."""
+
+    name: str  # <stage>-<step>, also the Slurm job name suffix
+    pipeline: list
+    logging_dir: Path
+    tasks: int = 1
+    workers: int | None = None  # None: the executor config's
+    uses_model: bool = False  # gets the GPUs of slurm/ray configs
+    skip_completed: bool = True  # False for steps that must run again on every submission (finalisation)
+
+
+def _venv_activate() -> str | None:
+    activate = Path(sys.prefix) / "bin" / "activate"
+    return str(activate) if sys.prefix != sys.base_prefix and activate.is_file() else None
+
+
+def build_executor(step: Step, config: ExecutorConfig, depends: Any = None):
+    """The datatrove executor for one step. ``depends`` (slurm only) is a SlurmPipelineExecutor or job id."""
     if config.kind == "local":
         from datatrove.executor import LocalPipelineExecutor
 
-        workers = min(config.workers, config.tasks)
-        LocalPipelineExecutor(pipeline=pipeline, tasks=config.tasks, workers=workers,
-                              logging_dir=str(logging_dir)).run()
+        workers = min(step.workers or config.workers or 1, step.tasks)
+        return LocalPipelineExecutor(pipeline=step.pipeline, tasks=step.tasks, workers=workers,
+                                     logging_dir=str(step.logging_dir), skip_completed=step.skip_completed)
+    if config.kind == "ray":
+        from datatrove.executor import RayPipelineExecutor
+
+        rc = config.ray
+        return RayPipelineExecutor(
+            pipeline=step.pipeline, tasks=step.tasks, workers=step.workers or config.workers or -1,
+            logging_dir=str(step.logging_dir), skip_completed=step.skip_completed, cpus_per_task=rc.cpus_per_task,
+            mem_per_cpu_gb=rc.mem_per_cpu_gb, gpus_per_task=rc.gpus_per_task if step.uses_model else 0,
+            tasks_per_job=rc.tasks_per_job, time=rc.time_s)
+    from datatrove.executor import SlurmPipelineExecutor
+
+    sc = config.slurm
+    depends_executor = depends if isinstance(depends, SlurmPipelineExecutor) else None
+    depends_id = None if depends_executor is not None else (str(depends) if depends else sc.depends_job_id)
+    return SlurmPipelineExecutor(
+        pipeline=step.pipeline, tasks=step.tasks, time=sc.time, partition=sc.partition,
+        cpus_per_task=sc.cpus_per_task, mem_per_cpu_gb=sc.mem_per_cpu_gb,
+        gpus_per_task=sc.gpus_per_task if step.uses_model else 0,
+        workers=-1 if step.tasks == 1 else (step.workers or config.workers or -1),
+        job_name=f"{sc.job_name}-{step.name}", qos=sc.qos or "", env_command=sc.env_command,
+        venv_path=sc.venv_path or (None if sc.env_command else _venv_activate()), sbatch_args=dict(sc.sbatch_args),
+        max_array_size=sc.max_array_size, depends=depends_executor, depends_job_id=depends_id,
+        logging_dir=str(step.logging_dir), skip_completed=step.skip_completed,
+        slurm_logs_folder=sc.logs_folder and str(Path(sc.logs_folder) / step.name), mail_user=sc.mail_user,
+        tasks_per_job=sc.tasks_per_job)
+
+
+_SBATCH_RECORDER = r"""#!/bin/sh
+# humpback dry run: records an sbatch submission instead of queueing it
+dir="{folder}"
+n=$(ls "$dir" | grep -c '\.sbatch$')
+n=$((n + 1))
+name=$(printf '%03d' "$n")
+for script; do :; done
+cp "$script" "$dir/$name.sbatch"
+for arg; do [ "$arg" != "$script" ] && echo "$arg"; done > "$dir/$name.args"
+echo "Submitted batch job dryrun-$n"
+"""
+
+
+@contextmanager
+def sbatch_recorder(folder: str | os.PathLike) -> Iterator[Path]:
+    """Within the block, ``sbatch`` is a recorder: datatrove's real launch code runs (executor pickling
+    included) and each submission's script and arguments land in ``folder`` as NNN.sbatch / NNN.args."""
+    folder = Path(folder).resolve()
+    (folder / "bin").mkdir(parents=True, exist_ok=True)
+    shim = folder / "bin" / "sbatch"
+    shim.write_text(_SBATCH_RECORDER.format(folder=folder))
+    shim.chmod(0o755)
+    old = os.environ.get("PATH", "")
+    os.environ["PATH"] = f"{shim.parent}{os.pathsep}{old}"
+    try:
+        yield folder
+    finally:
+        os.environ["PATH"] = old
+
+
+def ensure_ray(rc: RayConfig) -> None:
+    import ray
+
+    if ray.is_initialized():
         return
-    raise ConfigError(f"executor.kind: '{config.kind}' is not supported by this version yet; use 'local'")
+    if rc.address or os.environ.get("RAY_ADDRESS"):
+        ray.init(address=rc.address, ignore_reinit_error=True, log_to_driver=False)
+    else:
+        ray.init(num_cpus=rc.num_cpus, num_gpus=rc.num_gpus, include_dashboard=False, ignore_reinit_error=True,
+                 log_to_driver=False)
+
+
+def run_steps(steps: list[Step], config: ExecutorConfig, depends: Any = None,
+              dry_run_dir: str | os.PathLike | None = None) -> str | None:
+    """Run a stage's steps in order. Local and Ray block until each step's tasks are done and raise if any
+    task did not finish. Slurm submits one job array per step, each depending on the one before (the first
+    on ``depends``: an executor or a job id), and returns the last job's id at once."""
+    if config.kind == "slurm":
+        recorder = sbatch_recorder(dry_run_dir or steps[-1].logging_dir / "dry_run") if config.slurm.dry_run \
+            else nullcontext()
+        previous = depends
+        with recorder:
+            for step in steps:
+                executor = build_executor(step, config, depends=previous)
+                executor.run()
+                log.warning("%s: submitted Slurm job %s (%d tasks)", step.name, executor.job_id, step.tasks)
+                previous = executor if executor.job_id not in (None, -1) else previous
+        return str(previous.job_id) if previous is not None and hasattr(previous, "job_id") else (
+            str(previous) if previous else None)
+    if config.kind == "ray":
+        ensure_ray(config.ray)
+    for step in steps:
+        executor = build_executor(step, config)
+        executor.run()
+        missing = executor.get_incomplete_ranks(skip_completed=True)
+        if missing:
+            raise RuntimeError(f"{step.name}: tasks {missing} did not finish; see {step.logging_dir / 'logs'}")
+    return None
+
+
+def run_pipeline(pipeline: list, config: ExecutorConfig, logging_dir: str | os.PathLike,
+                 depends: Any = None, name: str = "stage", uses_model: bool = True) -> str | None:
+    """One pipeline as a one-step stage (see run_steps)."""
+    return run_steps([Step(name, pipeline, Path(logging_dir), tasks=config.tasks, uses_model=uses_model)],
+                     config, depends=depends)
+
+
+class CallbackStep(PipelineStep):
+    """Runs ``function(*args)`` once, in task 0: a stage's finishing work as a job of its own, so that on Slurm
+    it runs after the model steps without anyone waiting for them."""
+
+    name = "finish stage"
+    type = "🏁 - FINISH"
+
+    def __init__(self, function, *args) -> None:
+        super().__init__()
+        self.function, self.args = function, args
+
+    def run(self, data: DocumentsPipeline = None, rank: int = 0, world_size: int = 1) -> DocumentsPipeline:
+        if rank == 0:
+            self.function(*self.args)
+        return
+        yield
 
 
 def stable_id(*parts: Any, length: int = 16) -> str:
@@ -69,7 +255,7 @@ class ChunkStore:
     def _path(self, index: int, ids: list[str]) -> Path:
         return self.dir / f"{index:06d}-{stable_id(*ids)}.parquet"
 
-    def load(self, index: int, ids: list[str]) -> Optional[list[dict]]:
+    def load(self, index: int, ids: list[str]) -> list[dict] | None:
         p = self._path(index, ids)
         if not p.is_file():
             return None
@@ -102,7 +288,7 @@ def chunked(docs: Iterable[Document], size: int) -> Iterator[list[Document]]:
 class RateMeter:
     """Items/s, tokens/s and ETA for a task's log lines (datatrove runs tasks without a terminal bar)."""
 
-    def __init__(self, label: str, total: Optional[int], rank: int, every_s: float = 10.0) -> None:
+    def __init__(self, label: str, total: int | None, rank: int, every_s: float = 10.0) -> None:
         self.label, self.total, self.rank = label, total, rank
         self.start = self.last = time.perf_counter()
         self.done = 0
@@ -169,8 +355,8 @@ class ShardWriter(PipelineStep):
     type = "💽 - WRITER"
 
     def __init__(self, folder: str | os.PathLike, schema: str, stats_dir: str | os.PathLike,
-                 rejected_folder: Optional[str | os.PathLike] = None,
-                 work_dir: Optional[str | os.PathLike] = None, batch_rows: int = 512) -> None:
+                 rejected_folder: str | os.PathLike | None = None,
+                 work_dir: str | os.PathLike | None = None, batch_rows: int = 512) -> None:
         super().__init__()
         self.folder, self.schema_name, self.stats_dir = str(folder), schema, str(stats_dir)
         self.rejected_folder = str(rejected_folder) if rejected_folder else None
@@ -224,11 +410,11 @@ class ShardWriter(PipelineStep):
 
 
 class _maybe_atomic:
-    def __init__(self, path: Optional[Path]) -> None:
+    def __init__(self, path: Path | None) -> None:
         self.path = path
         self._cm = atomic_path(path, suffix=".parquet") if path else None
 
-    def __enter__(self) -> Optional[Path]:
+    def __enter__(self) -> Path | None:
         return self._cm.__enter__() if self._cm else None
 
     def __exit__(self, *exc):

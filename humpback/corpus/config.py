@@ -13,6 +13,7 @@ from typing import Any, Literal, Optional
 from pydantic import Field, field_validator, model_validator
 
 from ..config import ConfigError, StrictModel, load_yaml, validate_config
+from ..shards import RayConfig, SlurmConfig
 
 FORMATS = ("auto", "jsonl", "parquet", "warc", "files", "hf-disk")
 
@@ -157,12 +158,14 @@ class PrepareConfig(StrictModel):
     dedup: DedupConfig = Field(default_factory=DedupConfig)
     executor: Literal["local", "slurm", "ray"] = "local"
     tasks: Optional[int] = Field(None, ge=1)  # None: one per input file, at most 2 x CPU cores
-    workers: Optional[int] = Field(None, ge=1)  # None: min(tasks, CPU cores)
+    workers: Optional[int] = Field(None, ge=1)  # None: min(tasks, CPU cores); slurm/ray: no limit
+    slurm: SlurmConfig = Field(default_factory=SlurmConfig)  # executor: slurm
+    ray: RayConfig = Field(default_factory=RayConfig)  # executor: ray
     progress: bool = True
 
     def output_fingerprint_data(self) -> dict[str, Any]:
-        """The part of the config that changes what is written (workers and progress do not)."""
-        return self.model_dump(exclude={"workers", "progress"})
+        """The part of the config that changes what is written (workers, progress and where tasks run do not)."""
+        return self.model_dump(exclude={"workers", "progress", "slurm", "ray"})
 
 
 def load_prepare_config(

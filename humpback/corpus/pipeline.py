@@ -18,6 +18,7 @@ run's. A rerun with different inputs or config starts over.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -98,21 +99,38 @@ class QuietLocalExecutor(LocalPipelineExecutor):
 
 
 def check_executor(cfg: PrepareConfig) -> None:
-    if cfg.executor != "local":
-        raise ConfigError(
-            f"executor: '{cfg.executor}' is not wired up for humpback prepare yet; use 'local' "
-            "(tasks/workers scale it on one machine)"
-        )
+    if cfg.executor == "slurm" and not cfg.slurm.partition:
+        raise ConfigError("executor: 'slurm' needs slurm.partition (the Slurm partition to submit to)")
+    if cfg.executor == "ray":
+        import importlib.util
+
+        if importlib.util.find_spec("ray") is None:
+            raise ConfigError("executor: 'ray' needs the ray package: pip install -e '.[ray]'")
+
+
+def executor_config(cfg: PrepareConfig, tasks: int, workers: int | None):
+    from ..shards import ExecutorConfig
+
+    return ExecutorConfig(kind=cfg.executor, tasks=tasks, workers=workers, slurm=cfg.slurm, ray=cfg.ray)
 
 
 def make_executor(
-    cfg: PrepareConfig, pipeline: list, *, tasks: int, workers: int, logging_dir: str, quiet: bool
+    cfg: PrepareConfig, pipeline: list, *, tasks: int, workers: int, logging_dir: str, quiet: bool,
+    name: str = "prepare", depends: Any = None, skip_completed: bool = True,
 ):
     """The one place where the config's executor kind becomes a datatrove executor."""
     check_executor(cfg)
-    return QuietLocalExecutor(
-        pipeline, tasks=tasks, workers=max(1, min(workers, tasks)), logging_dir=logging_dir, quiet=quiet
-    )
+    if cfg.executor == "local":
+        return QuietLocalExecutor(
+            pipeline, tasks=tasks, workers=max(1, min(workers, tasks)), logging_dir=logging_dir, quiet=quiet,
+            skip_completed=skip_completed,
+        )
+    from ..shards import Step, build_executor
+
+    # a worker limit only when one was asked for: a cluster runs every task at once by default
+    step = Step(name, pipeline, Path(logging_dir), tasks=tasks, workers=cfg.workers and min(workers, tasks),
+                skip_completed=skip_completed)
+    return build_executor(step, executor_config(cfg, tasks, None), depends=depends)
 
 
 # --- stages -------------------------------------------------------------------------------------------------
@@ -434,6 +452,10 @@ def _fmt_reasons(d: dict[str, int], limit: int = 8) -> str:
 
 
 def format_summary(stats: dict[str, Any]) -> str:
+    if stats.get("submitted"):
+        what = "recorded (dry run)" if stats.get("dry_run") else "submitted"
+        return (f"{len(stats['jobs'])} Slurm job arrays {what}; the last ({stats['job_id']}) publishes "
+                f"{stats['output']['segments']} and writes stats.json")
     docs, segs = stats["documents"], stats["segments"]
     dr = segs["dropped"]
     dedup = {k: v for k, v in dr.items() if k in ("exact_duplicate", "near_duplicate")}
@@ -480,7 +502,7 @@ class PrepareResult:
 
     @property
     def num_segments(self) -> int:
-        return self.stats["segments"]["out"]
+        return self.stats.get("segments", {}).get("out", 0)  # 0 while a Slurm submission is still queued
 
     def summary(self) -> str:
         return format_summary(self.stats)
@@ -535,18 +557,65 @@ def _publish(layout: Layout) -> None:
         layout.segments.mkdir(parents=True)  # no segment survived: an empty, published result
 
 
+def finish_prepare(
+    config: dict[str, Any], plan: InputPlan, root: str, tasks: int, workers: int, extra: dict[str, Any]
+) -> dict[str, Any]:
+    """Publish the segments and write stats.json once every stage has finished (a job of its own on Slurm)."""
+    cfg = validate_config(PrepareConfig, config, source="<config>")
+    layout = Layout(Path(root))
+    _publish(layout)
+    stats = collect_stats(cfg, plan, layout)
+    stats.update({"tasks": tasks, "workers": workers, **extra, "config": cfg.model_dump()})
+    write_json(stats, layout.stats)
+    return stats
+
+
+def _submit_slurm(
+    cfg: PrepareConfig, plan: InputPlan, layout: Layout, stages: list[Stage], tasks: int, workers: int,
+    resumed: bool, depends: Any,
+) -> dict[str, Any]:
+    from ..shards import CallbackStep, sbatch_recorder
+
+    recorder = sbatch_recorder(layout.work / "slurm-dry-run") if cfg.slurm.dry_run else contextlib.nullcontext()
+    previous = depends
+    jobs: dict[str, Any] = {}
+    with recorder:
+        for stage in stages + [
+            Stage("7-finish", "publish and stats", lambda: [CallbackStep(
+                finish_prepare, cfg.model_dump(), plan, str(layout.root), tasks, workers,
+                {"resumed": resumed, "executor": "slurm"})], 1, 1)
+        ]:
+            executor = make_executor(
+                cfg, stage.build(), tasks=stage.tasks, workers=stage.workers,
+                logging_dir=str(layout.stage_logs(stage.key)), quiet=True, name=f"prepare-{stage.key}",
+                depends=previous, skip_completed=stage.key != "7-finish",
+            )
+            executor.run()
+            jobs[stage.key] = executor.job_id
+            if executor.job_id not in (None, -1):
+                previous = executor
+    job_id = str(previous.job_id) if hasattr(previous, "job_id") else (str(previous) if previous else None)
+    log.warning("prepare: submitted %d Slurm job arrays; the last (%s) publishes %s", len(jobs), job_id,
+                layout.segments)
+    return {"submitted": True, "executor": "slurm", "job_id": job_id, "jobs": jobs,
+            "dry_run": cfg.slurm.dry_run, "output": {"segments": str(layout.segments)}}
+
+
 def run_prepare(
     inputs: list[str] | tuple[str, ...] | str,
     output: str | os.PathLike,
     config: PrepareConfig | str | os.PathLike | None = None,
     overrides: Optional[dict[str, Any]] = None,
+    depends: Any = None,
 ) -> PrepareResult:
     """Turn raw corpus files into segments under ``output`` (see the module docstring for the layout).
 
     ``config`` is a PrepareConfig, a YAML path, or None for defaults; ``overrides`` are dotted keys
     (``{"read.text_key": "content", "tasks": 4}``) applied on top, None values ignored. Everything that can be
     checked (inputs exist and have a known format, config, executor, language model file) is checked before
-    any work starts.
+    any work starts. With ``executor: slurm`` every stage is submitted as a job array depending on the one
+    before (the first on ``depends``, a Slurm job id or executor), a last job publishes the segments and
+    writes the stats, and the result's stats name that job (``stats["job_id"]``) instead of counting.
     """
     from filelock import FileLock, Timeout
 
@@ -593,6 +662,14 @@ def run_prepare(
         resumed = _start_or_resume(layout, _fingerprint(cfg, plan, tasks))
         if not verbose:
             _quiet_loguru()
+        if cfg.executor == "slurm":
+            stats = _submit_slurm(cfg, plan, layout, stages, tasks, workers, resumed, depends)
+            return PrepareResult(output_dir=layout.root, segments_dir=layout.segments, stats=stats,
+                                 stages_run=[s.key for s in stages])
+        if cfg.executor == "ray":
+            from ..shards import ensure_ray
+
+            ensure_ray(cfg.ray)
         for i, stage in enumerate(stages, 1):
             logs = layout.stage_logs(stage.key)
             stage_workers = stage.workers
@@ -606,6 +683,7 @@ def run_prepare(
                 workers=stage_workers,
                 logging_dir=str(logs),
                 quiet=not verbose,
+                name=f"prepare-{stage.key}",
             )
             if not executor.get_incomplete_ranks():
                 continue
@@ -618,20 +696,9 @@ def run_prepare(
             missing = executor.get_incomplete_ranks()
             if missing:
                 raise RuntimeError(f"stage {stage.key}: tasks {missing} did not finish; see {logs / 'logs'}")
-        _publish(layout)
-        stats = collect_stats(cfg, plan, layout)
-        stats.update(
-            {
-                "tasks": tasks,
-                "workers": workers,
-                "resumed": resumed,
-                "stages_run": ran,
-                "stage_seconds": stage_seconds,
-                "elapsed_s": round(time.monotonic() - t0, 3),
-                "config": cfg.model_dump(),
-            }
-        )
-        write_json(stats, layout.stats)
+        stats = finish_prepare(cfg.model_dump(), plan, str(layout.root), tasks, workers, {
+            "resumed": resumed, "stages_run": ran, "stage_seconds": stage_seconds,
+            "elapsed_s": round(time.monotonic() - t0, 3)})
     finally:
         if not verbose:
             from datatrove.utils.logging import setup_default_logger

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 from ..config import EngineConfig
 from .base import (
     CHOICE_LOGPROBS,
@@ -15,15 +17,24 @@ from .base import (
 )
 
 
-def make_engine(model: str | None, config: EngineConfig | None = None) -> Engine:
+def make_engine(model: str | None, config: EngineConfig | None = None, *,
+                run_dir: str | os.PathLike | None = None) -> Engine:
+    """The back-end named by ``config.kind``. For endpoints ``model`` is the name the server serves;
+    ``run_dir`` (a stage's work folder) holds the request cache and the token ledger of that run."""
     config = config or EngineConfig()
     if config.kind == "transformers":
         from .transformers_engine import TransformersEngine
 
         return TransformersEngine(model, config)
-    raise EngineCapabilityError(
-        f"engine kind '{config.kind}' is not available in this version; use 'transformers'"
-    )
+    if config.kind == "endpoint":
+        from .endpoint import EndpointEngine
+
+        return EndpointEngine(model, config, run_dir=run_dir)
+    if config.kind == "vllm":
+        from .vllm_engine import make_vllm_engine
+
+        return make_vllm_engine(model, config, run_dir=run_dir)
+    raise EngineCapabilityError(f"engine kind '{config.kind}' is not available; use transformers, endpoint or vllm")
 
 
 __all__ = [
