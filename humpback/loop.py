@@ -138,6 +138,18 @@ def _corpus_inputs(cfg: RunConfig, lay: Layout) -> list[str]:
     return [str(lay.corpus / "quickstart.jsonl") if i == QUICKSTART_CORPUS else i for i in cfg.corpus.inputs]
 
 
+def _check_executors(cfg: RunConfig, source: str) -> None:
+    # Slurm submissions return at once (datatrove chains job arrays by dependency), but the loop trains models
+    # in this process between sharded stages, so it has to have each stage's output before going on.
+    for key, kind in (("prepare.executor", cfg.prepare.executor), ("augment.executor.kind", cfg.augment.executor.kind),
+                      ("curate.executor.kind", cfg.curate.executor.kind)):
+        if kind == "slurm":
+            raise ConfigError(f"{source}: {key}: slurm is not supported inside `humpback run`, which waits for each "
+                              "stage before training the next model; run the loop inside one allocation with "
+                              "executor local or ray (a Ray cluster spans nodes), or drive the sharded stages on "
+                              "Slurm with `humpback prepare/augment/curate` (docs/scale_out.md)")
+
+
 def _check_inputs(cfg: RunConfig, source: str) -> None:
     """Fail before hours of work when a named input is missing."""
     for i, item in enumerate(cfg.corpus.inputs):
@@ -161,6 +173,7 @@ def run_loop(config_path: str | os.PathLike, run_dir: Optional[str] = None, star
              until: Optional[str] = None, overrides: Optional[dict[str, Any]] = None) -> Run:
     """Run (or resume) the loop described by ``config_path``; returns the Run with its manifest."""
     cfg = load_run_config(config_path, overrides)
+    _check_executors(cfg, str(config_path))
     _check_inputs(cfg, str(config_path))
     root = Path(run_dir or cfg.run_dir or Path("runs") / cfg.name)
     lay = Layout(root)
