@@ -388,3 +388,10 @@ def stats_cmd(path, plot_png, as_json, top) -> None:
 from .evaluate.cli import eval_group  # noqa: E402
 
 main.add_command(eval_group)
+
+# --- rest (humpback.rest): ReST-EM self-training with a verifiable reward ---
+from .rest.cli import rest_cmd, rest_eval_cmd, rest_problems_cmd  # noqa: E402
+
+main.add_command(rest_cmd)
+main.add_command(rest_problems_cmd)
+main.add_command(rest_eval_cmd)

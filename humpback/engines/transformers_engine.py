@@ -320,6 +320,7 @@ class TransformersEngine(Engine):
                 budget = max(cfg.max_batch_tokens - width_now * len(active), 1)
                 batch = self._take_batch(queue, free, budget)
                 if batch:
+                    n_old = len(active)
                     for group in self._prefill_groups(batch):
                         logits, new_cache, new_mask = self._prefill(group)
                         tokens = self._sample(logits, group)
@@ -329,7 +330,10 @@ class TransformersEngine(Engine):
                             cache, mask = self._merge(cache, mask, new_cache, new_mask)
                         active.extend(group)
                         next_tokens.extend(tokens)
-                    cache, mask, active, next_tokens = self._retire(cache, mask, active, next_tokens, progress)
+                    # only the new rows' first tokens are unrecorded: the old rows' pending tokens were
+                    # recorded by the previous _retire, and recording them again duplicated a token per refill
+                    cache, mask, active, next_tokens = self._retire(cache, mask, active, next_tokens, progress,
+                                                                    first_new=n_old)
                     continue
             if not active:
                 break
@@ -345,14 +349,14 @@ class TransformersEngine(Engine):
             if not active:
                 cache, mask = None, None
 
-    def _retire(self, cache, mask, active, next_tokens, progress):
-        """Record each row's new token; drop finished rows from the batch and its cache."""
+    def _retire(self, cache, mask, active, next_tokens, progress, first_new: int = 0):
+        """Record each row's new token (rows from ``first_new`` on); drop finished rows from the batch and cache."""
         keep: list[int] = []
         for row, (s, tok) in enumerate(zip(active, next_tokens)):
-            if not self._check_finished(s, tok):
+            if row < first_new or not self._check_finished(s, tok):
                 keep.append(row)
         finished = len(active) - len(keep)
-        progress.update(finished, len(active))
+        progress.update(finished, len(active) - first_new)
         if finished == 0:
             return cache, mask, active, next_tokens
         if not keep:
