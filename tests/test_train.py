@@ -83,7 +83,8 @@ def backward_run(tiny_model_dir, seed_file, tmp_path_factory):
 
 
 def test_prompt_helpers_tags_and_template():
-    assert forward_messages("Hi", "seed") == [{"role": "system", "content": SEED_TAG}, {"role": "user", "content": "Hi"}]
+    assert forward_messages("Hi", "seed") == [{"role": "system", "content": SEED_TAG},
+                                              {"role": "user", "content": "Hi"}]
     assert forward_messages("Hi", "web")[0]["content"] == WEB_TAG
     assert forward_messages("Hi")[0]["content"] == f"{SEED_TAG} {WEB_TAG}"  # default: both, the paper's best
     assert forward_messages("Hi", None) == [{"role": "user", "content": "Hi"}]

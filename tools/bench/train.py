@@ -2,7 +2,7 @@
 
     .venv/bin/python tools/bench/train.py                         # SmolLM2-135M, 32 mixed-length examples
     .venv/bin/python tools/bench/train.py --examples 64 --threads 2
-    .venv/bin/python tools/bench/train.py --compare-head          # also trl's fused LM head (humpback replaces it on CPU)
+    .venv/bin/python tools/bench/train.py --compare-head   # also trl's fused LM head (humpback replaces it on CPU)
 
 Modes, each built by humpback's own trainer (trl SFTTrainer, completion-only loss, fp32):
 
