@@ -99,6 +99,20 @@ class Engine(abc.ABC):
         self.require(CONTINUATION_LOGPROBS)
         raise NotImplementedError  # pragma: no cover
 
+    def encode(self, text: str) -> list[int]:
+        """Token ids of ``text`` without special tokens (back-ends with a local tokenizer)."""
+        raise EngineCapabilityError(f"{type(self).__name__} has no local tokenizer")
+
+    def choice_token_ids(self, choices: Sequence[str]) -> list[int]:
+        """The single token id of each choice; a choice that is several tokens cannot be scored by one lookup."""
+        ids = []
+        for c in choices:
+            toks = self.encode(c)
+            if len(toks) != 1:
+                raise ValueError(f"choice {c!r} is {len(toks)} tokens for this tokenizer; choices must be one token")
+            ids.append(toks[0])
+        return ids
+
     def format_chat(self, messages: list[dict[str, str]], add_generation_prompt: bool = True) -> str:
         """Render chat messages to the raw prompt string this model expects."""
         raise EngineCapabilityError(f"{type(self).__name__} cannot render chat templates locally")

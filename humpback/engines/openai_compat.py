@@ -154,15 +154,6 @@ class OpenAICompatEngine(Engine):
         with self._tok_lock:
             return apply_chat_template(tok, messages, add_generation_prompt=add_generation_prompt)
 
-    def choice_token_ids(self, choices: Sequence[str]) -> list[int]:
-        ids = []
-        for c in choices:
-            toks = self.encode(c)
-            if len(toks) != 1:
-                raise ValueError(f"choice {c!r} is {len(toks)} tokens for this tokenizer; choices must be one token")
-            ids.append(toks[0])
-        return ids
-
     @property
     def num_parameters(self) -> int | None:
         """Parameter count from the local copy's safetensors headers (no weights loaded), when there is one;

@@ -394,15 +394,6 @@ class TransformersEngine(Engine):
     def _lm_head(self, hidden: torch.Tensor) -> torch.Tensor:
         return self.model.get_output_embeddings()(hidden)
 
-    def choice_token_ids(self, choices: Sequence[str]) -> list[int]:
-        ids = []
-        for c in choices:
-            toks = self.encode(c)
-            if len(toks) != 1:
-                raise ValueError(f"choice {c!r} is {len(toks)} tokens for this tokenizer; choices must be one token")
-            ids.append(toks[0])
-        return ids
-
     def choice_logprobs(self, prompts: Sequence[str], choices: Sequence[str]) -> list[list[float]]:
         choice_ids = torch.tensor(self.choice_token_ids(choices), dtype=torch.long)
         encoded = [self.encode(p) or [self.pad_id] for p in prompts]
