@@ -105,8 +105,9 @@ def model_tags(ref: str) -> tuple[str, str]:
         try:
             cfg = json.loads(marker.read_text()).get("config", {})
             return cfg.get("seed_tag") or SEED_TAG, cfg.get("web_tag") or WEB_TAG
-        except (json.JSONDecodeError, AttributeError):
-            pass
+        except (json.JSONDecodeError, AttributeError) as e:
+            # a damaged marker must not silently change what the model is evaluated with
+            log.warning("%s: unreadable (%s); evaluating with the default system tags", marker, e)
     return SEED_TAG, WEB_TAG
 
 
