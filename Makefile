@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install test test-slow quickstart bench lint clean
+.PHONY: install test test-slow quickstart bench lint clean heldout
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -29,6 +29,15 @@ test-slow: install
 
 quickstart: install
 	$(BIN)/humpback run configs/quickstart.yaml
+
+# Held-out human Q&A nobody on the team wrote (docs/eval.md): the Debian and Python FAQs, from Debian packages.
+HELDOUT := data/heldout
+heldout: install
+	@for pkg in debian-faq python3.11-doc; do \
+		dpkg -s $$pkg >/dev/null 2>&1 || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$pkg; }; \
+	done
+	$(BIN)/humpback eval faq-pairs debian-faq --output $(HELDOUT)/debian_faq.jsonl
+	$(BIN)/humpback eval faq-pairs python-faq --output $(HELDOUT)/python_faq.jsonl
 
 bench: install
 	$(BIN)/python tools/bench/engine.py

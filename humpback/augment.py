@@ -185,7 +185,7 @@ class BackwardGenerator(PipelineStep):
         from .engines import make_engine
 
         cfg = self.cfg
-        store = ChunkStore(self.work_dir, rank, PAIR_SCHEMA)
+        store = ChunkStore(self.work_dir, rank, PAIR_SCHEMA, stage="augment")
         pair_filter = PairFilter(cfg.filters)
         engine = None
         params = gen_params(cfg)

@@ -140,7 +140,7 @@ class ScoreStep(PipelineStep):
     def run(self, data: DocumentsPipeline = None, rank: int = 0, world_size: int = 1) -> DocumentsPipeline:
         from .engines import make_engine
 
-        store = ChunkStore(self.work_dir, rank, CURATED_SCHEMA)
+        store = ChunkStore(self.work_dir, rank, CURATED_SCHEMA, stage="curate")
         scorer = None
         meter = RateMeter("pairs scored", self.total if world_size == 1 else None, rank)
         try:

@@ -26,7 +26,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from .config import ConfigError
-from .records import MESSAGE_TYPE, iter_jsonl, parquet_files, read_table, write_json
+from .faults import fault_point
+from .records import MESSAGE_TYPE, iter_jsonl, parquet_files, publish_dir, read_table, recover_dir, write_json
 from .training.data import SEED_TAG, WEB_TAG
 
 log = logging.getLogger(__name__)
@@ -206,6 +207,20 @@ def _seed_rows(seed_path: Path, exclude: set[str]) -> tuple[list[dict], int]:
 
 
 # ---------------------------------------------------------------------------------------------- export
+EXPORT_MARKER = "humpback_export.json"
+
+
+def check_export_target(out: Path) -> None:
+    """Refuse to replace anything but an empty folder or an earlier humpback export."""
+    if not out.exists():
+        return
+    if not out.is_dir():
+        raise ExportError(f"{out}: exists and is not a folder; choose another --to-dir")
+    if any(out.iterdir()) and not (out / EXPORT_MARKER).is_file():
+        raise ExportError(f"{out}: a non-empty folder that is not a humpback export (no {EXPORT_MARKER}); "
+                          "choose another --to-dir, or empty it yourself")
+
+
 def export_dataset(source: str | os.PathLike, output: str | os.PathLike, min_score: Optional[float] = None,
                    exclude: Sequence[str | os.PathLike] = (), with_seed: bool = False, license: str = "other",
                    pretty_name: Optional[str] = None) -> ExportResult:
@@ -224,6 +239,8 @@ def export_dataset(source: str | os.PathLike, output: str | os.PathLike, min_sco
     if not rows:
         notes.append(f"note: no pair reaches score {min_score:g}; the dataset is empty (lower --min-score?)")
     out = Path(output)
+    recover_dir(out)
+    check_export_target(out)
     tmp = out.with_name(out.name + ".partial")
     shutil.rmtree(tmp, ignore_errors=True)
     (tmp / "data").mkdir(parents=True)
@@ -241,13 +258,12 @@ def export_dataset(source: str | os.PathLike, output: str | os.PathLike, min_sco
         "curate_config": src.stats.get("config"),
         "run": _run_info(src.manifest) if src.manifest else None,
     }
-    write_json(info, tmp / "humpback_export.json")
+    write_json(info, tmp / EXPORT_MARKER)
     from .export_card import render_card
 
     (tmp / "README.md").write_text(render_card(info, license=license, pretty_name=pretty_name), encoding="utf-8")
-    if out.exists():
-        shutil.rmtree(out)
-    os.replace(tmp, out)
+    fault_point("export.before_publish")
+    publish_dir(tmp, out)
     return ExportResult(output=str(out), rows=len(rows), by_origin=by_origin, shards=shards, min_score=min_score,
                         excluded=excluded, source=str(source), notes=notes)
 

@@ -192,6 +192,24 @@ def resolve(reference: str | os.PathLike | None) -> ResolvedModel:
     return ResolvedModel(ref, ref, "hf")
 
 
+def base_model_of(reference: str | os.PathLike) -> str:
+    """The model a humpback training or a peft adapter started from; the reference itself otherwise.
+
+    Best-of-k selection and `eval backward` score with the base model by default: the backward model is
+    trained to write instructions, not to explain outputs."""
+    p = Path(str(reference)).expanduser()
+    for name, key in (("humpback_train.json", "base_model"), ("adapter_config.json", "base_model_name_or_path")):
+        f = p / name
+        if p.is_dir() and f.is_file():
+            try:
+                base = json.loads(f.read_text()).get(key)
+            except (OSError, ValueError):
+                base = None
+            if base:
+                return str(base)
+    return str(reference)
+
+
 def load_tokenizer(resolved: ResolvedModel):
     from transformers import AutoTokenizer
 

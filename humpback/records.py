@@ -138,6 +138,63 @@ def atomic_path(path: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
         raise
 
 
+def _exchange(a: Path, b: Path) -> bool:
+    """Swap two paths in one step (Linux renameat2 RENAME_EXCHANGE); False where the system cannot."""
+    import ctypes
+    import sys
+
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        renameat2 = libc.renameat2
+    except (OSError, AttributeError):
+        return False
+    at_fdcwd, rename_exchange = -100, 2
+    if renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0:
+        return True
+    err = ctypes.get_errno()
+    if err in (22, 38, 95):  # EINVAL, ENOSYS, EOPNOTSUPP: a file system or kernel without it
+        return False
+    raise OSError(err, os.strerror(err), str(b))
+
+
+def previous_version(path: str | os.PathLike) -> Path:
+    p = Path(path)
+    return p.with_name(p.name + ".previous")
+
+
+def recover_dir(path: str | os.PathLike) -> None:
+    """Put back a folder that a kill left as PATH.previous between the two renames of a fallback publish."""
+    p, prev = Path(path), previous_version(path)
+    if prev.is_dir() and not p.exists():
+        os.replace(prev, p)
+
+
+def publish_dir(staged: str | os.PathLike, path: str | os.PathLike) -> None:
+    """Make the complete folder ``staged`` appear at ``path``; an old ``path`` stays readable until then.
+
+    With a folder at ``path`` already, both are swapped in one rename (RENAME_EXCHANGE) and the old one is
+    removed after. Where that is not available the old folder is first renamed to PATH.previous, which
+    ``recover_dir`` puts back if a kill comes between the two renames.
+    """
+    import shutil
+
+    staged, path = Path(staged), Path(path)
+    recover_dir(path)
+    if not path.exists():
+        os.replace(staged, path)
+        return
+    if _exchange(staged, path):
+        shutil.rmtree(staged)  # now the old version
+        return
+    prev = previous_version(path)
+    shutil.rmtree(prev, ignore_errors=True)
+    os.replace(path, prev)
+    os.replace(staged, path)
+    shutil.rmtree(prev)
+
+
 def write_parquet(
     rows_or_table: Iterable[Mapping[str, Any]] | pa.Table,
     path: str | os.PathLike,

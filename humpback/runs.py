@@ -23,6 +23,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 
+from .faults import fault_point
 from .records import write_json
 
 log = logging.getLogger(__name__)
@@ -221,6 +222,7 @@ class Run:
         rec.result = json.loads(json.dumps(result, default=str))
         self.timings[name] = rec.seconds
         self.save()
+        fault_point("run.stage_done")
         print(f"--- [{name}] done in {rec.seconds:.1f}s", flush=True)
         return rec.result
 

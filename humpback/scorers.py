@@ -144,24 +144,55 @@ class RubricGenerateScorer(Scorer):
         return row["score"]
 
 
+def conditional_logprobs(engine: Engine, outputs: Sequence[str], instructions: Sequence[Sequence[str]],
+                         system: Optional[str] = None, max_output_chars: int = 6000):
+    """For each output: (log p(output | empty request), [log p(output | instruction) for its instructions]).
+
+    The unconditional side keeps the chat frame with an empty request, so a difference isolates what the
+    instruction itself explains about the output; it is computed once per distinct output, however many
+    instructions that output is scored with (best-of-k candidates, shuffled negatives).
+    """
+    from .prompts import chat_messages
+
+    fmt = engine.format_chat
+    uncond = fmt(chat_messages("", system=system))
+    cut = [_cut(o, max_output_chars) for o in outputs]
+    prompts, conts, slots = [], [], {}
+    for text in dict.fromkeys(cut):
+        slots[(None, text)] = len(prompts)
+        prompts.append(uncond)
+        conts.append(text)
+    owners = []
+    for i, (text, instrs) in enumerate(zip(cut, instructions)):
+        for ins in instrs:
+            key = (ins, text)
+            if key not in slots:
+                slots[key] = len(prompts)
+                prompts.append(fmt(chat_messages(ins, system=system)))
+                conts.append(text)
+            owners.append((i, slots[key]))
+    scores = engine.continuation_logprobs(prompts, conts) if prompts else []
+    out = [(scores[slots[(None, text)]], []) for text in cut]
+    for i, slot in owners:
+        out[i][1].append(scores[slot])
+    return out
+
+
+def pmi_of(uncond, cond) -> Optional[float]:
+    """Mean per-token PMI of an output under an instruction (None when the output has no tokens)."""
+    return cond.mean - uncond.mean if cond.n_tokens else None
+
+
 class PMIScorer(Scorer):
     kind = "pmi"
     needs = (CONTINUATION_LOGPROBS,)
 
     def score(self, pairs):
-        from .prompts import chat_messages
-
-        fmt = self.engine.format_chat
-        outputs = [_cut(p["output"], self.cfg.max_output_chars) for p in pairs]
-        cond = [fmt(chat_messages(p["instruction"], system=self.cfg.system)) for p in pairs]
-        # The unconditional side keeps the chat frame with an empty request, so the difference isolates
-        # what the instruction itself explains about the output.
-        uncond = fmt(chat_messages("", system=self.cfg.system))
-        both = self.engine.continuation_logprobs(cond + [uncond] * len(pairs), outputs + outputs)
+        both = conditional_logprobs(self.engine, [p["output"] for p in pairs], [[p["instruction"]] for p in pairs],
+                                    self.cfg.system, self.cfg.max_output_chars)
         rows = []
-        for c, u in zip(both[: len(pairs)], both[len(pairs):]):
-            pmi = c.mean - u.mean if c.n_tokens else None
-            rows.append({"score": None, "score_probs": None, "expected_score": None, "pmi": pmi,
+        for u, [c] in both:
+            rows.append({"score": None, "score_probs": None, "expected_score": None, "pmi": pmi_of(u, c),
                          "rationale": f"logp|x={c.mean:.4f} logp={u.mean:.4f} tokens={c.n_tokens}"})
         return rows
 

@@ -30,6 +30,7 @@ from datatrove.pipeline.base import PipelineStep
 from pydantic import Field, model_validator
 
 from .config import StrictModel
+from .faults import fault_point
 from .records import SCHEMAS, atomic_path, read_table, to_table, write_json
 
 log = logging.getLogger(__name__)
@@ -248,9 +249,10 @@ def seed_from(*parts: Any) -> int:
 class ChunkStore:
     """Per-task checkpoints of model outputs, one Parquet file per chunk, keyed by the chunk's ids."""
 
-    def __init__(self, root: str | os.PathLike, rank: int, schema: pa.Schema) -> None:
+    def __init__(self, root: str | os.PathLike, rank: int, schema: pa.Schema, stage: str = "stage") -> None:
         self.dir = Path(root) / f"{rank:05d}"
         self.schema = schema
+        self.stage = stage  # names the fault point after a save (humpback.faults)
 
     def _path(self, index: int, ids: list[str]) -> Path:
         return self.dir / f"{index:06d}-{stable_id(*ids)}.parquet"
@@ -269,6 +271,7 @@ class ChunkStore:
         table = to_table(rows, self.schema, where=str(self.dir))
         with atomic_path(self._path(index, ids), suffix=".parquet") as tmp:
             pq.write_table(table, tmp)
+        fault_point(f"{self.stage}.chunk_saved")
 
     def clear(self) -> None:
         shutil.rmtree(self.dir, ignore_errors=True)
@@ -395,6 +398,7 @@ class ShardWriter(PipelineStep):
                         rej_writer.write_table(to_table(rej_buf, rej_schema, where=str(rej_path)))
                         rej_buf = []
                 if buf:
+                    fault_point("shard.before_write")
                     writer.write_table(to_table(buf, schema, where=str(out_path)))
                 if rej_writer is not None and rej_buf:
                     rej_writer.write_table(to_table(rej_buf, rej_schema, where=str(rej_path)))
@@ -403,6 +407,7 @@ class ShardWriter(PipelineStep):
                 if rej_writer is not None:
                     rej_writer.close()
         write_json(dict(counters), Path(self.stats_dir) / f"{rank:05d}.json")
+        fault_point("shard.written")
         if self.work_dir:
             shutil.rmtree(Path(self.work_dir) / f"{rank:05d}", ignore_errors=True)
         return

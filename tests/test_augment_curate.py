@@ -7,7 +7,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -17,6 +16,7 @@ from humpback import records
 from humpback.augment import AugmentConfig, PairFilter, PairFilterConfig, clean_instruction, run_augment
 from humpback.config import EngineConfig, GenerationConfig
 from humpback.curate import CurateConfig, run_curate
+from humpback.faults import ENV as FAULT_ENV
 from humpback.scorers import (
     PMIScorer,
     RubricGenerateScorer,
@@ -116,14 +116,12 @@ def test_augment_kill_and_rerun_loses_and_duplicates_nothing(tmp_path, tiny_mode
         " progress=False, batch_size=8), generation=GenerationConfig(max_tokens=40), chunk_size=4))"
     )
     args = [sys.executable, "-c", code, str(seg), tiny_model_dir, str(out)]
-    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    # killed by an injected fault right after the second of six chunks is checkpointed
+    killed = subprocess.run(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+                            env={**os.environ, FAULT_ENV: "augment.chunk_saved@2"}, timeout=300)
+    assert killed.returncode == -signal.SIGKILL
     chunks = out / ".work" / "augment" / "00000"
-    deadline = time.time() + 120
-    while time.time() < deadline and len(list(chunks.glob("*.parquet"))) < 2:
-        time.sleep(0.05)
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
-    assert len(list(chunks.glob("*.parquet"))) >= 2, "the run finished or never checkpointed before the kill"
+    assert len(list(chunks.glob("*.parquet"))) == 2
     assert not (out / "pairs" / "00000.parquet").exists()
     subprocess.run(args, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     got, want = _all_pairs(out), _all_pairs(ref)

@@ -23,6 +23,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from humpback.config import ConfigError, EngineConfig
+from humpback.faults import ENV as FAULT_ENV
 from humpback.records import RecordError, read_rows
 from humpback.rest.answers import answers_equal, canonical, extract_answer
 from humpback.rest.config import RestConfig, load_rest_config
@@ -575,19 +576,13 @@ def test_kill_9_during_estep_then_resume(tiny_model_dir, tmp_path):
     env = {**os.environ, "PYTHONPATH": str(tmp_path / "plugins")}
     cmd = [sys.executable, "-m", "humpback", "rest", str(cfg), "--until", "estep_1"]
     chunks = tmp_path / "run" / "iter_1" / "estep.partial" / "chunks"
-    proc = subprocess.Popen(cmd, env=env, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    try:
-        deadline = time.time() + 240
-        while time.time() < deadline and len(list(chunks.rglob("*.parquet"))) < 3:
-            assert proc.poll() is None, proc.stderr.read().decode()[-2000:]
-            time.sleep(0.05)
-        os.kill(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=30)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
+    # killed by an injected fault right after the third of ten E-step chunks is checkpointed (the fourth
+    # chunk saved by the process: the held-out evaluation of the base model saves one first)
+    killed = subprocess.run(cmd, env={**env, FAULT_ENV: "rest.chunk_saved@4"}, cwd=tmp_path, capture_output=True,
+                            text=True, timeout=240, start_new_session=True)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
     done_before = len(list(chunks.rglob("*.parquet")))
-    assert 3 <= done_before < 10, "the kill must land inside the E-step"
+    assert done_before == 3
     manifest = json.loads((tmp_path / "run" / "manifest.json").read_text())
     assert manifest["stages"]["estep_1"]["status"] == "running"
     proc = subprocess.run(cmd, env=env, cwd=tmp_path, capture_output=True, text=True,

@@ -35,6 +35,7 @@ from datatrove.executor import LocalPipelineExecutor
 
 from .. import __version__
 from ..config import ConfigError, validate_config
+from ..faults import armed, fault_step
 from ..records import SEGMENT_SCHEMA, write_json
 from .config import PrepareConfig, load_prepare_config
 from .readers import InputPlan, plan_inputs
@@ -232,6 +233,8 @@ def build_stages(
         ]
         if cfg.dedup.exact:
             steps.append(ExactDedupSignature(exact_sigs, config=ex_cfg))
+        if armed("prepare.shard_written"):
+            steps.append(fault_step("prepare.shard_written"))
         return steps
 
     def deduped_shard():

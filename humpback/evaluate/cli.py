@@ -181,3 +181,18 @@ def decontam_cmd(pairs, against, output, n, fields, min_overlap, references, con
     files = [f for a in against for f in a.split(",") if f]
     stats = decontaminate(pairs, files, output, cfg.decontam)
     click.echo(format_decontam_summary(stats))
+
+
+@eval_group.command("faq-pairs")
+@click.argument("sources", nargs=-1, required=True)
+@click.option("--output", "-o", required=True, help="JSONL file of (instruction, output) pairs to write.")
+def faq_pairs_cmd(sources, output) -> None:
+    """Held-out human pairs from documentation whose section headings are questions.
+
+    SOURCES is `debian-faq` (Debian's debian-faq package), `python-faq` (python3.11-doc), or HTML files and
+    folders. Keep the result out of every training set; `make heldout` builds both named sets into data/heldout/.
+    """
+    from .faq import build_faq_pairs
+
+    r = build_faq_pairs(list(sources), output)
+    click.echo(f"{r['pairs']} pairs from {r['files']} files ({r['source']}) -> {r['output']} (sha256 {r['sha256']})")

@@ -119,7 +119,7 @@ def sample_and_grade(engine: Engine, problems: Sequence[Problem], reward: Reward
                            "reward_options": reward.options.model_dump(mode="json"),
                            "plans": [asdict(p) for p in plans], "chunk_problems": chunk_problems,
                            **(settings or {})})
-    store = ChunkStore(work / "chunks", 0, SAMPLE_SCHEMA)
+    store = ChunkStore(work / "chunks", 0, SAMPLE_SCHEMA, stage="rest")
     meter = _Meter(label, len(problems))
     rows: list[dict[str, Any]] = []
     replayed = 0

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
+from ..faults import fault_point
 from ..models import ResolvedModel, load_tokenizer, resolve
 from ..records import write_json, write_parquet
 from .card import plot_loss_curve, render_model_card
@@ -334,6 +335,9 @@ def _trainer_class():
         def on_step_end(self, args, state, control, **kwargs):
             self.step_times.append(time.perf_counter() - self._t0)
 
+        def on_save(self, args, state, control, **kwargs):
+            fault_point("train.checkpoint_saved")  # called once the checkpoint folder is complete
+
         def on_log(self, args, state, control, logs=None, **kwargs):
             logs = logs or {}
             if "num_tokens" in logs:
@@ -538,6 +542,7 @@ def _run_training(
         (final / "README.md").write_text(render_model_card(summary), encoding="utf-8")
         # The marker goes in last: a folder with it is a complete training.
         write_json(summary, final / MARKER)
+        fault_point("train.before_publish")
         if output.exists():
             output.rmdir()  # empty (checked above); os.replace cannot replace a non-empty folder
         os.replace(final, output)
