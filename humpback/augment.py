@@ -15,7 +15,7 @@ from typing import Optional
 
 from datatrove.data import Document, DocumentsPipeline
 from datatrove.pipeline.base import PipelineStep
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from .config import ConfigError, EngineConfig, GenerationConfig, StrictModel, load_config
 from .engines.base import GenerationRequest
@@ -70,16 +70,38 @@ class PairFilterConfig(StrictModel):
     reject_patterns: list[str] = Field(default_factory=lambda: list(DEFAULT_REJECT_PATTERNS))
 
 
+class SelectionConfig(StrictModel):
+    """Best-of-k: which model judges the candidates, and on how much of each segment."""
+
+    model: Optional[str] = None  # None: the backward model's base model (humpback.models.base_model_of)
+    # Candidates are compared on the start of the segment only: the request is recoverable from it, and
+    # scoring k candidates on whole 3000-character segments would cost more than generating them.
+    max_output_chars: int = Field(2000, ge=100)
+    engine: Optional[EngineConfig] = None  # None: augment.engine
+
+
 class AugmentConfig(StrictModel):
     template: str = "backward"  # prompts/backward.jinja, variable `output`
     system: Optional[str] = None
     generation: GenerationConfig = GenerationConfig(max_tokens=96)
+    # Best-of-k backtranslation: sample this many instructions per segment and keep the accepted one that the
+    # selection model finds most explanatory (highest PMI(segment | instruction)); every candidate, its PMI
+    # and its filter verdict go into the pair's `candidates` provenance. 1: keep every sample (generation.n).
+    candidates: int = Field(1, ge=1)
+    selection: SelectionConfig = SelectionConfig()
     engine: EngineConfig = EngineConfig()
     executor: ExecutorConfig = ExecutorConfig()
     filters: PairFilterConfig = PairFilterConfig()
     chunk_size: int = Field(32, ge=1)  # segments per checkpointed engine call
     max_segments: int = -1
     round: int = 0
+
+    @model_validator(mode="after")
+    def _one_per_segment(self) -> "AugmentConfig":
+        if self.candidates > 1 and self.generation.n != 1:
+            raise ValueError(f"generation.n: must be 1 when candidates is {self.candidates} (best-of-k keeps one "
+                             "instruction per segment)")
+        return self
 
 
 def clean_instruction(text: str) -> str:
@@ -135,21 +157,32 @@ def backward_messages(output: str, template: str = "backward", system: Optional[
     return ([{"role": "system", "content": system}] if system else []) + messages
 
 
-def gen_params(cfg: AugmentConfig) -> str:
+def selection_model(cfg: AugmentConfig, backward_model: str) -> str:
+    from .models import base_model_of
+
+    return cfg.selection.model or base_model_of(backward_model)
+
+
+def gen_params(cfg: AugmentConfig, backward_model: str | None = None) -> str:
     gen = cfg.generation
-    return json.dumps({"temperature": gen.temperature, "top_p": gen.top_p, "top_k": gen.top_k,
-                       "max_tokens": gen.max_tokens, "seed": gen.seed, "template": cfg.template}, sort_keys=True)
+    params = {"temperature": gen.temperature, "top_p": gen.top_p, "top_k": gen.top_k,
+              "max_tokens": gen.max_tokens, "seed": gen.seed, "template": cfg.template}
+    if cfg.candidates > 1:
+        params |= {"candidates": cfg.candidates, "selection_max_output_chars": cfg.selection.max_output_chars,
+                   "selection_model": selection_model(cfg, backward_model) if backward_model else cfg.selection.model}
+    return json.dumps(params, sort_keys=True)
 
 
 def backward_requests(doc_id: str, text: str, cfg: AugmentConfig) -> GenerationRequest:
     gen = cfg.generation
     return GenerationRequest(
-        messages=backward_messages(text, cfg.template, cfg.system), n=gen.n, temperature=gen.temperature,
-        top_p=gen.top_p, top_k=gen.top_k, max_tokens=gen.max_tokens, stop=list(gen.stop),
-        seed=seed_from(gen.seed, doc_id), id=doc_id)
+        messages=backward_messages(text, cfg.template, cfg.system), n=max(gen.n, cfg.candidates),
+        temperature=gen.temperature, top_p=gen.top_p, top_k=gen.top_k, max_tokens=gen.max_tokens,
+        stop=list(gen.stop), seed=seed_from(gen.seed, doc_id), id=doc_id)
 
 
-def pair_rows(doc_id: str, seg: dict, texts: list[str], model: str, cfg: AugmentConfig, params: str) -> list[dict]:
+def pair_rows(doc_id: str, seg: dict, texts: list[str], model: str, cfg: AugmentConfig, params: str,
+              candidates: list[dict] | None = None) -> list[dict]:
     return [{
         "pair_id": stable_id(doc_id, k, model, cfg.round, params),
         "instruction": clean_instruction(text),
@@ -160,7 +193,31 @@ def pair_rows(doc_id: str, seg: dict, texts: list[str], model: str, cfg: Augment
         "backward_model": model,
         "gen_params": params,
         "round": cfg.round,
+        "candidates": json.dumps(candidates, ensure_ascii=False) if candidates is not None else None,
     } for k, text in enumerate(texts)]
+
+
+def best_of_k(segments: list[str], candidate_lists: list[list[str]], pair_filter: "PairFilter", engine,
+              max_output_chars: int) -> list[tuple[str, list[dict]]]:
+    """For each segment, the accepted candidate with the highest PMI(segment | candidate) under ``engine``
+    (the first candidate when none is accepted, so that it is rejected with its reason), and every
+    candidate with its PMI and filter verdict. Only accepted candidates are scored."""
+    from .evaluate.backward import select
+    from .scorers import conditional_logprobs, pmi_of
+
+    cleaned = [[clean_instruction(t) for t in texts] for texts in candidate_lists]
+    reasons = [[pair_filter.reason(c, seg) for c in cands] for cands, seg in zip(cleaned, segments)]
+    accepted = [[c for c, r in zip(cands, rs) if r is None] for cands, rs in zip(cleaned, reasons)]
+    both = conditional_logprobs(engine, segments, accepted, max_output_chars=max_output_chars)
+    out = []
+    for texts, cands, rs, (u, conds) in zip(candidate_lists, cleaned, reasons, both):
+        scores = iter(pmi_of(u, c) for c in conds)
+        pmis = [next(scores) if r is None else None for r in rs]
+        j = select(pmis, rs, len(cands))
+        info = [{"instruction": c, "pmi": None if p is None else round(p, 5), "reject_reason": r}
+                for c, p, r in zip(cands, pmis, rs)]
+        out.append((texts[0 if j is None else j], info))
+    return out
 
 
 def engine_counters(engine, before: dict) -> dict[str, int]:
@@ -187,8 +244,8 @@ class BackwardGenerator(PipelineStep):
         cfg = self.cfg
         store = ChunkStore(self.work_dir, rank, PAIR_SCHEMA, stage="augment")
         pair_filter = PairFilter(cfg.filters)
-        engine = None
-        params = gen_params(cfg)
+        engine = judge = None
+        params = gen_params(cfg, self.model)
         meter = RateMeter("segments", self.total if world_size == 1 else None, rank)
         try:
             for index, chunk in enumerate(chunked(data or [], cfg.chunk_size)):
@@ -202,10 +259,19 @@ class BackwardGenerator(PipelineStep):
                     before = dict(getattr(engine, "counters", {}) or {})
                     results = engine.generate([backward_requests(d.id, d.text, cfg) for d in chunk])
                     counters = engine_counters(engine, before)
+                    tokens = sum(sum(res.completion_tokens) for res in results)
                     rows = []
-                    for d, res in zip(chunk, results):
-                        tokens += sum(res.completion_tokens)
-                        rows.extend(pair_rows(d.id, d.metadata["row"], res.texts, self.model, cfg, params))
+                    if cfg.candidates > 1:
+                        if judge is None:
+                            judge = make_engine(selection_model(cfg, self.model), cfg.selection.engine or cfg.engine,
+                                                run_dir=self.engine_dir)
+                        picked = best_of_k([d.text for d in chunk], [res.texts for res in results], pair_filter,
+                                           judge, cfg.selection.max_output_chars)
+                        for d, (text, info) in zip(chunk, picked):
+                            rows.extend(pair_rows(d.id, d.metadata["row"], [text], self.model, cfg, params, info))
+                    else:
+                        for d, res in zip(chunk, results):
+                            rows.extend(pair_rows(d.id, d.metadata["row"], res.texts, self.model, cfg, params))
                     store.save(index, ids, rows)
                 else:
                     self.stat_update("replayed_from_checkpoint", value=len(chunk))
@@ -219,8 +285,9 @@ class BackwardGenerator(PipelineStep):
                     yield Document(text=row["instruction"], id=row["pair_id"], metadata=meta)
             meter.update(0, 0, force=True)
         finally:
-            if engine is not None:
-                engine.close()
+            for e in (engine, judge):
+                if e is not None:
+                    e.close()
 
 
 class AugmentRollout:
@@ -254,7 +321,7 @@ class RolloutPairs(PipelineStep):
         from .engines.vllm_engine import iter_rollouts
 
         pair_filter = PairFilter(self.cfg.filters)
-        params = gen_params(self.cfg)
+        params = gen_params(self.cfg, self.model)
         for doc in iter_rollouts(self.folder, rank, world_size):
             meta = doc.get("metadata") or {}
             texts = [t for r in meta.get("rollout_results") or [] for t in r["texts"]]
@@ -361,6 +428,10 @@ def run_augment(input_path: str, model: str, output: str, config: AugmentConfig 
         depends = cfg.executor.slurm.depends_job_id
     out = Path(output)
     segments = _segments_folder(Path(input_path), out, prepare_config, depends)
+    if cfg.engine.kind == "vllm" and cfg.candidates > 1:
+        raise ConfigError("augment.candidates > 1 (best-of-k) needs continuation log-probabilities from the "
+                          "selection model, which the vllm engine's InferenceRunner path does not score; use engine "
+                          "kind endpoint against the vLLM server, or candidates: 1")
     if cfg.engine.kind == "vllm" and cfg.executor.kind != "slurm":
         from .engines.vllm_engine import check_server_installed
 

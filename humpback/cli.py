@@ -255,14 +255,18 @@ def train_forward_cmd(seed_paths, base, output, config_path, max_steps, epochs, 
 @click.option("--config", "config_path", default=None, help="YAML file with augment settings.")
 @click.option("--max-segments", type=int, default=None, help="Only the first N segments.")
 @click.option("--n", type=int, default=None, help="Instructions per segment (default 1).")
+@click.option("--candidates", type=int, default=None,
+              help="Best-of-k: sample K instructions per segment, keep the one the selection model finds most "
+                   "explanatory (highest PMI); all K go into the pair's provenance.")
+@click.option("--selection-model", default=None, help="Model judging best-of-k candidates [the backward model's base].")
 @click.option("--engine", type=click.Choice(["transformers", "endpoint", "vllm"]), default=None)
 @click.option("--max-tokens", type=int, default=None, help="Longest instruction in tokens.")
 @click.option("--tasks", type=int, default=None, help="datatrove tasks (shards processed in parallel units).")
 @click.option("--workers", type=int, default=None, help="Tasks run at once on this machine.")
 @click.option("--round", "round_", type=int, default=None, help="Round number recorded on each pair.")
 @click.option("--prepare-config", default=None, help="YAML for `prepare` when INPUT is a raw corpus.")
-def augment_cmd(input_path, model, output, config_path, max_segments, n, engine, max_tokens, tasks, workers,
-                round_, prepare_config) -> None:
+def augment_cmd(input_path, model, output, config_path, max_segments, n, candidates, selection_model, engine,
+                max_tokens, tasks, workers, round_, prepare_config) -> None:
     """Write an instruction for every segment in INPUT with the backward model (self-augmentation).
 
     INPUT is a `humpback prepare` output folder, or a raw corpus (prepared first into OUTPUT/prepared).
@@ -270,7 +274,8 @@ def augment_cmd(input_path, model, output, config_path, max_segments, n, engine,
     from .augment import load_augment_config, run_augment
 
     cfg = load_augment_config(config_path, **{
-        "max_segments": max_segments, "generation.n": n, "engine.kind": engine, "generation.max_tokens": max_tokens,
+        "max_segments": max_segments, "generation.n": n, "candidates": candidates,
+        "selection.model": selection_model, "engine.kind": engine, "generation.max_tokens": max_tokens,
         "executor.tasks": tasks, "executor.workers": workers, "round": round_})
     stats = run_augment(input_path, model, output, cfg, prepare_config=prepare_config)
     if stats.get("submitted"):

@@ -29,6 +29,7 @@ from .config import ConfigError, StrictModel, load_yaml, validate_config
 from .corpus.config import PrepareConfig
 from .curate import CurateConfig
 from .models import DEFAULT_MODEL
+from .records import read_table
 from .runs import Run
 from .training.config import TrainConfig
 
@@ -59,6 +60,17 @@ class ExportSettings(StrictModel):
     pretty_name: Optional[str] = None
 
 
+class EvaluateSettings(StrictModel):
+    # `eval backward` on the held-out seed split (and the `heldout` files) right after the backward model is
+    # trained, with augment's prompt, filters, sampling and candidates: the run summary shows its figures.
+    backward: bool = True
+    backward_sample: int = Field(200, ge=-1)  # outputs per held-out set (-1: all)
+    max_output_chars: int = Field(2000, ge=100)  # outputs are cut to this for PMI, as best-of-k selection does
+    # held-out human (instruction, output) files nobody trained on (e.g. `humpback eval faq-pairs debian-faq`),
+    # evaluated beside the seed's held-out split
+    heldout: list[str] = Field(default_factory=list)
+
+
 class RunConfig(StrictModel):
     """One Humpback run. Every key is documented in docs/run.md; unknown keys are errors."""
 
@@ -75,6 +87,7 @@ class RunConfig(StrictModel):
     augment: AugmentConfig = Field(default_factory=AugmentConfig)
     curate: CurateConfig = Field(default_factory=CurateConfig)
     export: ExportSettings = Field(default_factory=ExportSettings)
+    evaluate: EvaluateSettings = Field(default_factory=EvaluateSettings)
 
     @model_validator(mode="after")
     def _one_base(self) -> RunConfig:
@@ -109,8 +122,10 @@ def load_run_config(path: str | os.PathLike, overrides: Optional[dict[str, Any]]
     return validate_config(RunConfig, data, source=str(path))
 
 
-def stage_names(rounds: int, export: bool = True, quickstart_corpus: bool = True) -> list[str]:
-    names = (["corpus"] if quickstart_corpus else []) + ["prepare", "seed", "backward", "augment", "m0"]
+def stage_names(rounds: int, export: bool = True, quickstart_corpus: bool = True,
+                eval_backward: bool = True) -> list[str]:
+    names = (["corpus"] if quickstart_corpus else []) + ["prepare", "seed", "backward"]
+    names += (["eval-backward"] if eval_backward else []) + ["augment", "m0"]
     for r in range(1, rounds + 1):
         names += [f"curate-r{r}", f"m{r}"]
     return names + (["export"] if export else [])
@@ -126,6 +141,7 @@ class Layout:
         self.models = root / "models"
         self.augment = root / "augment"
         self.export = root / "export"
+        self.eval = root / "eval"
 
     def model(self, name: str) -> Path:
         return self.models / name
@@ -156,6 +172,9 @@ def _check_inputs(cfg: RunConfig, source: str) -> None:
         if item != QUICKSTART_CORPUS and "://" not in item and not Path(item).exists():
             raise ConfigError(f"{source}: corpus.inputs[{i}]: {item}: no such file or folder "
                               f"(relative paths are relative to the current directory, {Path.cwd()})")
+    for i, item in enumerate(cfg.evaluate.heldout):
+        if "://" not in item and not Path(item).exists():
+            raise ConfigError(f"{source}: evaluate.heldout[{i}]: {item}: no such file or folder")
     if "://" not in cfg.seed.path and not Path(cfg.seed.path).exists():
         raise ConfigError(f"{source}: seed.path: {cfg.seed.path}: no such file or folder "
                           f"(relative paths are relative to the current directory, {Path.cwd()})")
@@ -177,7 +196,8 @@ def run_loop(config_path: str | os.PathLike, run_dir: Optional[str] = None, star
     _check_inputs(cfg, str(config_path))
     root = Path(run_dir or cfg.run_dir or Path("runs") / cfg.name)
     lay = Layout(root)
-    order = stage_names(cfg.rounds, cfg.export.enabled, QUICKSTART_CORPUS in cfg.corpus.inputs)
+    order = stage_names(cfg.rounds, cfg.export.enabled, QUICKSTART_CORPUS in cfg.corpus.inputs,
+                        cfg.evaluate.backward)
     run = Run(root, cfg.model_dump(mode="json"), kind="humpback", config_source=str(config_path), order=order)
     run.select(start, until)
     log.warning("run %s: %d stages -> %s", cfg.name, len(order), root)
@@ -245,6 +265,34 @@ def run_loop(config_path: str | os.PathLike, run_dir: Optional[str] = None, star
               outputs=[lay.model("backward")])
     if done("backward"):
         return run
+
+    if cfg.evaluate.backward:
+        sets = {"seed-heldout": str(lay.heldout), **{Path(h).stem: h for h in cfg.evaluate.heldout}}
+
+        def eval_backward() -> dict:
+            from .evaluate.backward import BackwardEvalConfig, evaluate_backward, format_backward_table
+            from .evaluate.common import EvalConfig
+
+            results = {}
+            for name, path in sets.items():
+                if name == "seed-heldout" and (not lay.heldout.exists() or not len(read_table(lay.heldout))):
+                    continue  # heldout_fraction 0: nothing held out
+                summary = evaluate_backward(
+                    path, str(lay.model("backward")), lay.eval / "backward" / name,
+                    config=EvalConfig(engine=cfg.augment.engine.model_copy(update={"progress": False})),
+                    augment=cfg.augment, settings=BackwardEvalConfig(sample=cfg.evaluate.backward_sample,
+                                                                     max_output_chars=cfg.evaluate.max_output_chars))
+                print(format_backward_table(summary))
+                results[name] = {m: summary[m] for m in ("acceptance", "relevance_auroc", "relevance_auroc_human",
+                                                         "recovery", "similarity")} | {
+                    "n": summary["n"], "k": summary["k"], "output": str(lay.eval / "backward" / name)}
+            return {"sets": results}
+
+        run.stage("eval-backward", eval_backward, params=cfg.augment.model_dump(mode="json") | {
+            "evaluate": cfg.evaluate.model_dump(mode="json")}, inputs=cfg.evaluate.heldout, after=["seed", "backward"],
+            outputs=[lay.eval / "backward"])
+        if done("eval-backward"):
+            return run
 
     def augment() -> dict:
         from .augment import run_augment
@@ -330,8 +378,48 @@ def format_run_summary(run: Run) -> str:
                 if rec.result.get("warning")]
     for name, w in warnings:
         lines.append(f"WARNING {name}: {w}")
+    lines += _backward_figures(run) + _examples(run)
     lines += ["", *format_outputs(run)]
     return "\n".join(lines)
+
+
+def _fig(f: dict | None) -> str:
+    if not f or f.get("value") is None:
+        return "-"
+    ci = f.get("ci")
+    return f"{f['value']:.2f}" + (f" [{ci[0]:.2f}, {ci[1]:.2f}]" if ci else "")
+
+
+def _backward_figures(run: Run) -> list[str]:
+    rec = run.stages.get("eval-backward")
+    sets = (rec.result or {}).get("sets") if rec else None
+    if not sets:
+        return []
+    lines = ["", "backward model on held-out human pairs (humpback eval backward; 95% intervals):",
+             f"  {'set':<16}{'n':>4}{'k':>3}  {'acceptance':<19}{'relevance AUROC':<19}{'(human)':<19}"
+             f"{'recovery':<19}{'similarity':<19}"]
+    for name, r in sets.items():
+        lines.append(f"  {name:<16}{r['n']:>4}{r['k']:>3}  {_fig(r['acceptance']):<19}{_fig(r['relevance_auroc']):<19}"
+                     f"{_fig(r['relevance_auroc_human']):<19}{_fig(r['recovery']):<19}{_fig(r['similarity']):<19}")
+    return lines
+
+
+def _examples(run: Run, n: int = 5) -> list[str]:
+    """A few generated instructions beside the start of their segment, so the quality shows at once."""
+    lay = Layout(run.dir)
+    if not run.is_done("augment") or not (lay.augment / "pairs").is_dir():
+        return []
+    from .records import parquet_files
+
+    rows = []
+    for f in parquet_files(lay.augment / "pairs"):
+        rows += read_table(f).select(["pair_id", "instruction", "output"]).to_pylist()
+    rows.sort(key=lambda r: r["pair_id"])  # a stable, arbitrary sample
+    lines = ["", f"generated instructions (first {min(n, len(rows))} of {len(rows)} kept pairs, by pair id):"]
+    for r in rows[:n]:
+        seg = " ".join(r["output"].split())[:110]
+        lines += [f"  Q: {' '.join(r['instruction'].split())[:200]}", f"     segment: {seg}…"]
+    return lines
 
 
 def format_outputs(run: Run) -> list[str]:
@@ -372,6 +460,10 @@ def _describe(stage: str, r: dict) -> str:
                 f"{r.get('segments')} kept")
     if stage == "seed":
         return f"{r.get('written')} seed pairs, {r.get('heldout')} held out"
+    if stage == "eval-backward":
+        sets = r.get("sets") or {}
+        return "; ".join(f"{name}: acceptance {_fig(f['acceptance'])}, relevance AUROC {_fig(f['relevance_auroc'])}"
+                         for name, f in sets.items()) or "no held-out pairs"
     if stage == "augment":
         return (f"{r.get('pairs_written')} pairs kept of {r.get('pairs_generated')} from {r.get('segments_in')} "
                 f"segments; dropped {r.get('dropped')}")

@@ -7,6 +7,7 @@ templates cannot reach Python internals, and a misspelt variable is an error ins
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
@@ -30,8 +31,40 @@ def _search_path(extra: Sequence[str | os.PathLike] = ()) -> list[str]:
     return paths
 
 
+def clip(text: str, limit: int) -> str:
+    """The first ``limit`` characters of ``text``, cut back to a word boundary (a template filter)."""
+    text = str(text)
+    if len(text) <= limit:
+        return text
+    cut = text[:limit]
+    space = max(cut.rfind(" "), cut.rfind("\n"))
+    return (cut[:space] if space > limit // 2 else cut).rstrip()
+
+
+# Corpus text and model outputs reach prompts only inside these tags, which a text cannot forge: every
+# occurrence of any of them (any case, any spacing) is removed from the text first, so a document can neither
+# close its own block nor open another. See docs/security.md for what a hostile corpus can and cannot do.
+DELIMITERS = ("text", "request", "answer", "answer_a", "answer_b")
+_TAG = re.compile(r"<\s*/?\s*(?:" + "|".join(DELIMITERS) + r")\s*/?\s*>", re.I)
+
+
+def strip_delimiters(text: str) -> str:
+    prev = None
+    text = str(text)
+    while prev != text:  # "<te<text>xt>" must not become a tag once the inner one is gone
+        prev, text = text, _TAG.sub("", text)
+    return text
+
+
+def data(text: str, tag: str) -> str:
+    """``text`` as data between ``<tag>`` and ``</tag>`` (a template filter: ``{{ output | data("text") }}``)."""
+    if tag not in DELIMITERS:
+        raise PromptError(f"data filter: unknown delimiter {tag!r} (one of {', '.join(DELIMITERS)})")
+    return f"<{tag}>\n{strip_delimiters(text).strip()}\n</{tag}>"
+
+
 def environment(extra_dirs: Sequence[str | os.PathLike] = ()) -> SandboxedEnvironment:
-    return SandboxedEnvironment(
+    env = SandboxedEnvironment(
         loader=FileSystemLoader(_search_path(extra_dirs)),
         undefined=StrictUndefined,
         keep_trailing_newline=False,
@@ -39,6 +72,9 @@ def environment(extra_dirs: Sequence[str | os.PathLike] = ()) -> SandboxedEnviro
         lstrip_blocks=True,
         autoescape=False,
     )
+    env.filters["clip"] = clip
+    env.filters["data"] = data
+    return env
 
 
 def render(name: str, /, extra_dirs: Sequence[str | os.PathLike] = (), **variables: Any) -> str:

@@ -52,6 +52,8 @@ PAIR_SCHEMA = pa.schema(
         ("backward_model", pa.string()),
         ("gen_params", pa.string()),  # JSON: sampling parameters used for this pair
         ("round", pa.int64()),
+        # JSON list of best-of-k candidates [{instruction, pmi, reject_reason}]; null when one was sampled
+        ("candidates", pa.string()),
     ]
 )
 

@@ -342,8 +342,8 @@ def _plot(summary: dict, first, other, chosen, path: Path) -> None:
     for n, kk in enumerate(ks):
         fig_k = summary["by_k"][str(kk)]
         vals = [fig_k[m]["value"] or 0 for m in names]
-        err = [[(v - (fig_k[m]["ci"] or [v, v])[0]) for v, m in zip(vals, names)],
-               [((fig_k[m]["ci"] or [v, v])[1] - v) for v, m in zip(vals, names)]]
+        err = [[max(0.0, v - (fig_k[m]["ci"] or [v, v])[0]) for v, m in zip(vals, names)],
+               [max(0.0, (fig_k[m]["ci"] or [v, v])[1] - v) for v, m in zip(vals, names)]]
         ax1.bar(x + n * width, vals, width, yerr=err, label=f"k={kk}", capsize=2)
     human = summary["relevance_auroc_human"]["value"]
     if human is not None:

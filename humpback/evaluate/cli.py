@@ -10,7 +10,9 @@ import click
 
 def eval_file_config():
     """The ``--config`` YAML model of every eval command: shared keys plus one section per command."""
+    from ..augment import AugmentConfig
     from ..scorers import ScorerConfig
+    from .backward import BackwardEvalConfig
     from .common import EvalConfig
     from .decontam import DecontamConfig
     from .judge import JudgeConfig
@@ -19,6 +21,8 @@ def eval_file_config():
         scorer: ScorerConfig = ScorerConfig()
         judge: JudgeConfig = JudgeConfig()
         decontam: DecontamConfig = DecontamConfig()
+        backward: BackwardEvalConfig = BackwardEvalConfig()
+        augment: AugmentConfig = AugmentConfig()  # eval backward generates as `humpback augment` would
 
     return EvalFileConfig
 
@@ -79,6 +83,34 @@ def scorer_cmd(pairs, model, scorers, sample, output, config_path, bootstrap, se
     summary = evaluate_scorers(pairs, specs, out, sample=None if sample < 0 else sample, config=cfg,
                                scorer_config=cfg.scorer)
     click.echo(format_scorer_summary(summary))
+
+
+@eval_group.command("backward")
+@click.argument("pairs")
+@click.option("--model", required=True, help="The backward model (alias, folder or HF id).")
+@click.option("--scorer-model", default=None, help="Model that computes PMI [the backward model's base].")
+@click.option("--k", type=int, default=None, help="Candidates per output; k=1,2,4..K are all reported "
+              "[augment.candidates].")
+@click.option("--sample", type=int, default=None, help="Outputs evaluated (-1: all) [200].")
+@click.option("--output", "-o", default=None, help="Output folder [RUN/eval/backward or ./eval/backward].")
+@_common
+def backward_cmd(pairs, model, scorer_model, k, sample, output, config_path, bootstrap, seed, dtype,
+                 batch_size) -> None:
+    """How good a backward model is on held-out human PAIRS: acceptance, relevance AUROC (and the human
+    instructions' own), recovery and similarity, each with a 95% bootstrap interval, per best-of-k.
+
+    PAIRS is a JSONL/Parquet file or folder of (instruction, output) pairs nobody trained on, e.g. a run's
+    seed.heldout.parquet or `humpback eval faq-pairs debian-faq -o faq.jsonl`. The augment prompt, filters and
+    sampling settings come from the --config file's augment: section (defaults: humpback augment's).
+    """
+    from .backward import evaluate_backward, format_backward_table
+
+    cfg = _config(config_path, **_base_overrides(bootstrap, seed, dtype, batch_size), **{"backward.sample": sample})
+    out = output or default_output([pairs], "backward")
+    summary = evaluate_backward(pairs, model, out, scorer_model=scorer_model, k=k, config=cfg, augment=cfg.augment,
+                                settings=cfg.backward)
+    click.echo(format_backward_table(summary))
+    click.echo(f"\nwrote {summary['files']['summary']}, {summary['files']['table']}, {summary['files']['plot']}")
 
 
 @eval_group.command("heldout")
