@@ -40,7 +40,7 @@ def served_model(model: str, server: str) -> tuple[str, dict[str, Any]]:
     from ..models import ModelResolutionError, resolve
 
     try:
-        resolved = resolve(model)
+        resolved = resolve(model, cached_only=False)  # the server fetches an HF id itself
     except ModelResolutionError as e:
         raise EngineCapabilityError(str(e)) from None
     if resolved.kind != "adapter":
@@ -224,7 +224,7 @@ def rollout_context(tokenizer_ref: str | None, threads: int):
     if tokenizer_ref:
         from ..models import load_tokenizer, resolve
 
-        tokenizer = load_tokenizer(resolve(tokenizer_ref))
+        tokenizer = load_tokenizer(resolve(tokenizer_ref, cached_only=False))
     pool = ThreadPoolExecutor(max_workers=max(1, threads), thread_name_prefix="humpback-rollout")
     try:
         yield {"pool": pool, "tokenizer": tokenizer, "tokenizer_lock": threading.Lock()}
@@ -239,7 +239,7 @@ def tokenizer_ref_for(model: str, config: EngineConfig) -> str | None:
     from ..models import ModelResolutionError, resolve
 
     try:
-        resolved = resolve(model)
+        resolved = resolve(model, cached_only=False)
     except ModelResolutionError:
         return None
     if resolved.kind == "hf" and config.vllm.server == "endpoint":
