@@ -19,7 +19,7 @@ from pydantic import Field, model_validator
 
 from .config import ConfigError, EngineConfig, GenerationConfig, StrictModel, load_config
 from .engines.base import GenerationRequest
-from .records import PAIR_SCHEMA, parquet_files, write_json
+from .records import PAIR_SCHEMA, parquet_files, parquet_schema, write_json
 from .shards import (
     CallbackStep,
     ChunkStore,
@@ -337,9 +337,8 @@ def is_segments_folder(path: Path) -> bool:
     files = parquet_files(path)
     if not files:
         return False
-    import pyarrow.parquet as pq
 
-    return {"segment_id", "text"} <= set(pq.read_schema(files[0]).names)
+    return {"segment_id", "text"} <= set(parquet_schema(files[0]).names)
 
 
 def _segments_folder(src: Path, out: Path, prepare_config: str | None, depends) -> Path:

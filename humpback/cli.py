@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import errno
 import logging
+import re
 import sys
 
 import click
 
 from . import __version__
+from .locks import writes_output
 
 
 class _HumpbackGroup(click.Group):
@@ -17,6 +20,7 @@ class _HumpbackGroup(click.Group):
         from .config import ConfigError
         from .engines.base import EngineCapabilityError
         from .export import ExportError
+        from .locks import LockError
         from .models import ModelResolutionError
         from .prompts import PromptError
         from .records import RecordError
@@ -25,10 +29,32 @@ class _HumpbackGroup(click.Group):
 
         try:
             return super().invoke(ctx)
-        except (ConfigError, ModelResolutionError, PromptError, RecordError, EngineCapabilityError,
-                FileNotFoundError, RunError, ExportError, TrainingError) as e:
+        except (ConfigError, ModelResolutionError, PromptError, RecordError, EngineCapabilityError, RunError,
+                ExportError, TrainingError, LockError) as e:
             click.echo(f"error: {e}", err=True)
             sys.exit(2)
+        except OSError as e:  # a path that cannot be read or written, a full disk: the path and the reason
+            click.echo(f"error: {os_error_line(e)}", err=True)
+            sys.exit(2)
+
+
+_ERRNO_WORDS = {errno.ENOSPC: "no space left on device", errno.EDQUOT: "disk quota exceeded",
+                errno.EACCES: "permission denied", errno.EPERM: "operation not permitted",
+                errno.EROFS: "read-only file system", errno.ENOENT: "no such file or folder",
+                errno.ENOTDIR: "not a folder", errno.EISDIR: "is a folder"}
+
+
+def os_error_line(e: OSError) -> str:
+    """PATH: what went wrong, for an OSError raised by the system (or our own 'PATH: ...' message)."""
+    if e.errno is None:  # raised by humpback itself with a message that already names the path
+        return str(e)
+    what = _ERRNO_WORDS.get(e.errno) or (e.strerror or str(e)).lower()
+    if e.filename is None:
+        # pyarrow names the file only inside its message: "Failed to open local file '/x'. Detail: ..."
+        quoted = re.search(r"'(/[^']+)'", str(e))
+        return f"{quoted.group(1)}: {what}" if quoted else f"{what} ({e.strerror or e})"
+    where = f"{e.filename} -> {e.filename2}" if e.filename2 else str(e.filename)
+    return f"{where}: {what}"
 
 
 @click.group(cls=_HumpbackGroup)
@@ -105,6 +131,7 @@ def seed_group() -> None:
               help="Share of pairs written to <output stem>.heldout.<ext> for evaluation.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the held-out selection.")
 @click.option("--source-name", default=None, help="Provenance string for the source column (default: SRC).")
+@writes_output("output")
 def seed_import_cmd(src, output, fmt, instruction_key, output_key, id_key, lang, split, heldout_fraction,
                     seed, source_name) -> None:
     """Import seed pairs from SRC (JSONL, Parquet, a saved HF dataset or the oasst1 export)."""
@@ -135,6 +162,7 @@ def seed_stats_cmd(file, markdown, instruction_key, output_key, category_key) ->
 @click.option("--min-headings", type=int, default=3, show_default=True)
 @click.option("--include-rst/--markdown-only", default=True, show_default=True,
               help="Also use reStructuredText descriptions (their titles become # headings).")
+@writes_output("output")
 def quickstart_corpus_cmd(output, min_chars, min_headings, include_rst) -> None:
     """Build the offline quickstart corpus from the READMEs of the installed Python packages."""
     from .quickstart_corpus import build_quickstart_corpus
@@ -158,15 +186,27 @@ def quickstart_corpus_cmd(output, min_chars, min_headings, include_rst) -> None:
 @click.option("--workers", type=int, default=None, help="Tasks run at once (default: CPU cores).")
 @click.option("--limit", type=int, default=None, help="Read at most N input records in total.")
 @click.option("--progress/--no-progress", default=None, help="Progress bars on stderr [on].")
+@writes_output("output")
 def prepare_cmd(inputs, output, config_path, fmt, text_key, lang, tasks, workers, limit, progress) -> None:
     """Turn raw corpus files (JSONL, Parquet, WARC, HTML/markdown folders, saved datasets) into segments."""
     from .corpus import run_prepare
+    from .corpus.pipeline import first_quarantined
+    from .records import RecordError
 
     result = run_prepare(list(inputs), output, config=config_path, overrides={
         "read.format": fmt, "read.text_key": text_key, "language.languages": lang, "tasks": tasks,
         "workers": workers, "read.limit": limit, "progress": progress,
     })
+    docs = result.stats.get("documents") or {}
+    bad = docs.get("quarantined_total", 0)
+    if bad and bad == docs.get("in"):  # nothing usable at all: the input is broken, not a few of its records
+        (result.output_dir / "stats.json").unlink(missing_ok=True)  # so that no stage takes it as prepared
+        raise RecordError(f"{first_quarantined(result.output_dir)}; all {bad} record(s) were quarantined, nothing to "
+                          f"segment (see {result.output_dir / 'quarantine'})")
     click.echo(result.summary())
+    if bad:  # a few bad records of a big corpus are expected: kept aside and counted, not fatal
+        click.echo(f"warning: {bad} of {docs['in']} record(s) quarantined, e.g. "
+                   f"{first_quarantined(result.output_dir)}", err=True)
 
 
 # --- train (humpback.train) ---
@@ -186,7 +226,8 @@ def _train_options(f):
     f = click.option("--output", required=True, type=click.Path(file_okay=False),
                      help="Model folder to write (resumes an interrupted run).")(f)
     f = click.option("--base", default=None, help="Base model: alias, folder or HF id [config base_model].")(f)
-    f = click.option("--seed", "seed_paths", required=True, multiple=True, type=click.Path(exists=True),
+    # readable=False: an unreadable file is reported by the reader, in one line like every other bad input
+    f = click.option("--seed", "seed_paths", required=True, multiple=True, type=click.Path(exists=True, readable=False),
                      help="Seed pairs: Parquet/JSONL file or folder (repeatable).")(f)
     return f
 
@@ -222,6 +263,7 @@ def _run_train(fn, *args, **kwargs):
 
 @train_group.command("backward")
 @_train_options
+@writes_output("output")
 def train_backward_cmd(seed_paths, base, output, config_path, max_steps, epochs, lora) -> None:
     """Fine-tune M_yx on reversed seed pairs (prompt: the output, completion: the instruction)."""
     from .train import train_backward
@@ -232,10 +274,11 @@ def train_backward_cmd(seed_paths, base, output, config_path, max_steps, epochs,
 
 @train_group.command("forward")
 @_train_options
-@click.option("--augmented", multiple=True, type=click.Path(exists=True),
+@click.option("--augmented", multiple=True, type=click.Path(exists=True, readable=False),
               help="Augmented/curated pairs: Parquet/JSONL file or folder (repeatable).")
 @click.option("--min-score", type=float, default=None, help="Keep augmented pairs with score >= S.")
 @click.option("--no-tags", is_flag=True, help="No system tags (ablation); default tags seed S_a, augmented S_w.")
+@writes_output("output")
 def train_forward_cmd(seed_paths, base, output, config_path, max_steps, epochs, lora, augmented, min_score,
                       no_tags) -> None:
     """Fine-tune the forward model on seed (tag S_a) plus augmented (tag S_w) pairs, from the base model."""
@@ -247,6 +290,14 @@ def train_forward_cmd(seed_paths, base, output, config_path, max_steps, epochs, 
                              config=config))
 
 # --- augment / curate (humpback.augment, humpback.curate) ---
+
+def _check_local_model(model: str, engine) -> None:
+    """A model the transformers engine loads here must resolve now, not inside the stage's first task."""
+    if engine.kind == "transformers":
+        from .models import resolve
+
+        resolve(model)
+
 
 @main.command("augment")
 @click.argument("input_path", metavar="INPUT")
@@ -265,6 +316,7 @@ def train_forward_cmd(seed_paths, base, output, config_path, max_steps, epochs, 
 @click.option("--workers", type=int, default=None, help="Tasks run at once on this machine.")
 @click.option("--round", "round_", type=int, default=None, help="Round number recorded on each pair.")
 @click.option("--prepare-config", default=None, help="YAML for `prepare` when INPUT is a raw corpus.")
+@writes_output("output")
 def augment_cmd(input_path, model, output, config_path, max_segments, n, candidates, selection_model, engine,
                 max_tokens, tasks, workers, round_, prepare_config) -> None:
     """Write an instruction for every segment in INPUT with the backward model (self-augmentation).
@@ -277,6 +329,7 @@ def augment_cmd(input_path, model, output, config_path, max_segments, n, candida
         "max_segments": max_segments, "generation.n": n, "candidates": candidates,
         "selection.model": selection_model, "engine.kind": engine, "generation.max_tokens": max_tokens,
         "executor.tasks": tasks, "executor.workers": workers, "round": round_})
+    _check_local_model(model, cfg.engine)
     stats = run_augment(input_path, model, output, cfg, prepare_config=prepare_config)
     if stats.get("submitted"):
         what = "recorded (dry run)" if stats.get("dry_run") else "submitted"
@@ -302,6 +355,7 @@ def augment_cmd(input_path, model, output, config_path, max_segments, n, candida
 @click.option("--max-pairs", type=int, default=None)
 @click.option("--tasks", type=int, default=None)
 @click.option("--workers", type=int, default=None)
+@writes_output("output")
 def curate_cmd(pairs, model, output, scorer, min_score, config_path, engine, self_check, max_pairs, tasks,
                workers) -> None:
     """Score every pair in PAIRS and select the tier with score >= --min-score (self-curation).
@@ -313,6 +367,7 @@ def curate_cmd(pairs, model, output, scorer, min_score, config_path, engine, sel
     cfg = load_curate_config(config_path, **{
         "scorer.kind": scorer, "min_score": min_score, "engine.kind": engine, "self_check_sample": self_check,
         "max_pairs": max_pairs, "executor.tasks": tasks, "executor.workers": workers})
+    _check_local_model(model, cfg.engine)
     stats = run_curate(pairs, model, output, cfg)
     click.echo(format_summary(stats))
     click.echo(f"scores: {output}/scores   curated tier: {output}/curated   stats: {output}/stats.json   "
@@ -362,8 +417,11 @@ def export_cmd(source, min_score, to_dir, to_hub, private, token_env, exclude, w
     if local is None:  # a Hub upload still goes through a local export, kept for a retry
         base = Path(source) if (Path(source) / "manifest.json").is_file() else Path(source).parent
         local = str(base / "export-hub" / to_hub.replace("/", "__"))
-    result = export_dataset(source, local, min_score=min_score, exclude=exclude, with_seed=with_seed,
-                            license=license_, pretty_name=pretty_name)
+    from .locks import command_name, locked, output_lock_path
+
+    with locked(output_lock_path(local), command_name()):
+        result = export_dataset(source, local, min_score=min_score, exclude=exclude, with_seed=with_seed,
+                                license=license_, pretty_name=pretty_name)
     click.echo(result.summary())
     if to_hub:
         url = upload_to_hub(local, to_hub, private=private, token_env=token_env)

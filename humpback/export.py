@@ -12,7 +12,6 @@ The export is written to OUT.partial and renamed, so an interrupted export never
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import os
@@ -27,7 +26,8 @@ import pyarrow.parquet as pq
 
 from .config import ConfigError
 from .faults import fault_point
-from .records import MESSAGE_TYPE, iter_jsonl, parquet_files, publish_dir, read_table, recover_dir, write_json
+from .records import (MESSAGE_TYPE, iter_jsonl, parquet_files, publish_dir, read_json, read_table, recover_dir,
+                      write_json)
 from .training.data import SEED_TAG, WEB_TAG
 
 log = logging.getLogger(__name__)
@@ -106,7 +106,7 @@ def find_source(path: str | os.PathLike) -> Source:
         raise FileNotFoundError(f"{p}: no such folder")
     manifest = None
     if (p / "manifest.json").is_file():
-        manifest = json.loads((p / "manifest.json").read_text())
+        manifest = read_json(p / "manifest.json")
         rounds = sorted((int(d.name[1:]), d) for d in (p / "curate").glob("r*")
                         if d.name[1:].isdigit() and (d / "stats.json").is_file())
         if not rounds:
@@ -129,7 +129,7 @@ def _round_from_name(name: str) -> int:
 
 
 def _curate_source(curate_dir: Path, r: int) -> Source:
-    stats = json.loads((curate_dir / "stats.json").read_text())
+    stats = read_json(curate_dir / "stats.json")
     pairs_dir = Path(stats.get("input", ""))
     if not parquet_files(pairs_dir):
         raise ExportError(f"{curate_dir}/stats.json: input {pairs_dir} has no pair shards any more; the "
@@ -163,13 +163,13 @@ def _augmented_rows(src: Source, min_score: float, exclude: set[str]) -> tuple[l
     scores: dict[str, dict] = {}
     all_scores: list[float] = []
     for f in parquet_files(src.curate_dir / "scores"):
-        for r in pq.read_table(f).to_pylist():
+        for r in read_table(f, "score").to_pylist():
             scores[r["pair_id"]] = r
             if r["score"] is not None:
                 all_scores.append(r["score"])
     rows, excluded = [], 0
     for f in parquet_files(src.pairs_dir):
-        for p in pq.read_table(f).to_pylist():
+        for p in read_table(f, "pair").to_pylist():
             s = scores.get(p["pair_id"])
             if s is None or s["score"] is None or s["score"] < min_score:
                 continue

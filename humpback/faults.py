@@ -6,7 +6,11 @@ the environment variable ``HUMPBACK_FAULT`` names that point::
     HUMPBACK_FAULT="augment.chunk_saved"           SIGKILL the process group at the first hit
     HUMPBACK_FAULT="train.checkpoint_saved@2"      ... at the second hit (counted per process)
     HUMPBACK_FAULT="shard.before_write=enospc"     raise OSError(ENOSPC) there instead (a full disk)
+    HUMPBACK_FAULT="run.stage_done=pause"          stop there until the file $HUMPBACK_FAULT_RELEASE exists
     HUMPBACK_FAULT="a@1,b=enospc"                  several points, comma-separated
+
+``pause`` prints one line ``HUMPBACK_FAULT: paused at NAME`` to stderr first, so a test that reads the
+process's stderr knows it is there (holding its locks) without sleeping.
 
 The whole process group is killed, as ``kill -9`` of a run would be: datatrove workers and servers die with it.
 Tests start the run in a session of its own (``start_new_session=True``). The point names in use are listed in
@@ -18,9 +22,12 @@ from __future__ import annotations
 import errno
 import os
 import signal
+import sys
+import time
 from collections import Counter
 
 ENV = "HUMPBACK_FAULT"
+RELEASE_ENV = "HUMPBACK_FAULT_RELEASE"
 
 POINTS = {
     "prepare.shard_written": "prepare: a segment shard of one task is complete on disk",
@@ -33,6 +40,9 @@ POINTS = {
     "export.before_publish": "export: the new export is complete in OUT.partial, not yet renamed into place",
     "run.stage_done": "run: a stage's result is in the manifest",
     "rest.chunk_saved": "rest: a chunk of sampled solutions is checkpointed",
+    "write:NAME": "a file named NAME written through records.atomic_path (seed files, stats.json, manifests, "
+                  "markers, ...), complete in its temporary file, not yet renamed into place (enospc here = the "
+                  "disk filled up while writing that file)",
 }
 
 _hits: Counter = Counter()
@@ -47,8 +57,9 @@ def _parse(spec: str) -> dict[str, tuple[int, str]]:
     return out
 
 
-def fault_point(name: str) -> None:
-    """Kill the process group (or raise ENOSPC) here when HUMPBACK_FAULT names this point; else nothing."""
+def fault_point(name: str, path: str | os.PathLike | None = None) -> None:
+    """Kill the process group (or raise ENOSPC, or pause) here when HUMPBACK_FAULT names this point; else
+    nothing. ``path`` is the file being written, which the ENOSPC error names as a real one would."""
     spec = os.environ.get(ENV)
     if not spec:
         return
@@ -60,13 +71,26 @@ def fault_point(name: str) -> None:
     if _hits[name] != nth:
         return
     if action == "enospc":
-        raise OSError(errno.ENOSPC, f"No space left on device (injected at {name})")
+        raise OSError(errno.ENOSPC, f"No space left on device (injected at {name})",
+                      None if path is None else str(path))
+    if action == "pause":
+        _pause(name)
+        return
     if action != "kill":
-        raise ValueError(f"{ENV}: {name}: unknown action {action!r} (kill or enospc)")
+        raise ValueError(f"{ENV}: {name}: unknown action {action!r} (kill, enospc or pause)")
     try:
         os.killpg(os.getpgrp(), signal.SIGKILL)
     finally:  # not reached; a process that somehow survives the group kill goes alone
         os.kill(os.getpid(), signal.SIGKILL)
+
+
+def _pause(name: str) -> None:
+    release = os.environ.get(RELEASE_ENV)
+    if not release:
+        raise ValueError(f"{ENV}: {name}=pause needs {RELEASE_ENV}, the file whose creation ends the pause")
+    print(f"{ENV}: paused at {name}", file=sys.stderr, flush=True)
+    while not os.path.exists(release):
+        time.sleep(0.05)
 
 
 def armed(name: str) -> bool:
@@ -93,4 +117,4 @@ def fault_step(name: str):
     return FaultStep()
 
 
-__all__ = ["ENV", "POINTS", "armed", "fault_point", "fault_step"]
+__all__ = ["ENV", "POINTS", "RELEASE_ENV", "armed", "fault_point", "fault_step"]

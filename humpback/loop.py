@@ -28,6 +28,7 @@ from .augment import AugmentConfig
 from .config import ConfigError, StrictModel, load_yaml, validate_config
 from .corpus.config import PrepareConfig
 from .curate import CurateConfig
+from .locks import locked, run_lock_path
 from .models import DEFAULT_MODEL
 from .records import read_table
 from .runs import Run
@@ -175,6 +176,9 @@ def _check_inputs(cfg: RunConfig, source: str) -> None:
     for i, item in enumerate(cfg.evaluate.heldout):
         if "://" not in item and not Path(item).exists():
             raise ConfigError(f"{source}: evaluate.heldout[{i}]: {item}: no such file or folder")
+    from .models import resolve
+
+    resolve(cfg.base_model)  # every model of the run is trained from it, here
     if "://" not in cfg.seed.path and not Path(cfg.seed.path).exists():
         raise ConfigError(f"{source}: seed.path: {cfg.seed.path}: no such file or folder "
                           f"(relative paths are relative to the current directory, {Path.cwd()})")
@@ -195,6 +199,12 @@ def run_loop(config_path: str | os.PathLike, run_dir: Optional[str] = None, star
     _check_executors(cfg, str(config_path))
     _check_inputs(cfg, str(config_path))
     root = Path(run_dir or cfg.run_dir or Path("runs") / cfg.name)
+    # before the manifest is read or written: a second run on this folder must leave it untouched
+    with locked(run_lock_path(root), "humpback run"):
+        return _run_stages(cfg, root, str(config_path), start, until)
+
+
+def _run_stages(cfg: RunConfig, root: Path, config_path: str, start: Optional[str], until: Optional[str]) -> Run:
     lay = Layout(root)
     order = stage_names(cfg.rounds, cfg.export.enabled, QUICKSTART_CORPUS in cfg.corpus.inputs,
                         cfg.evaluate.backward)

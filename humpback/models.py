@@ -165,8 +165,40 @@ def ensure_alias(alias: Alias, convert: Callable[[Path, Path], None] | None = No
     return target
 
 
-def resolve(reference: str | os.PathLike | None) -> ResolvedModel:
-    """Resolve an alias, a local folder (full model or peft adapter) or an HF id."""
+def hf_cache_hit(repo_id: str) -> bool:
+    """Whether the local Hugging Face cache holds this model id (its config); never asks the network."""
+    from huggingface_hub import try_to_load_from_cache
+    from huggingface_hub.errors import HFValidationError
+
+    for name in ("config.json", "adapter_config.json"):
+        try:
+            hit = try_to_load_from_cache(repo_id, name)
+        except HFValidationError:
+            return False
+        if isinstance(hit, str):
+            return True
+    return False
+
+
+def _not_found(ref: str, hub_id: bool) -> ModelResolutionError:
+    from huggingface_hub import constants
+
+    tried = [f"not a model alias ({', '.join(ALIASES)})", f"not a folder ({Path(ref).expanduser().absolute()} "
+             "does not exist)"]
+    if hub_id:
+        tried.append(f"not in the Hugging Face cache ({constants.HF_HUB_CACHE})")
+        hint = f"download it first (hf download {ref}) or give a model folder"
+    else:
+        hint = "check the path"
+    return ModelResolutionError(f"model '{ref}': {', '.join(tried)}; {hint}")
+
+
+def resolve(reference: str | os.PathLike | None, *, cached_only: bool = True) -> ResolvedModel:
+    """Resolve an alias, a local folder (full model or peft adapter) or an HF id.
+
+    An HF id must be in the local Hugging Face cache: loading one that is not would try the network, and fail
+    offline with a connection error that does not say what was wrong with the reference. ``cached_only=False``
+    is for models that a server elsewhere (vLLM on a cluster node) loads itself."""
     ref = str(reference) if reference is not None else DEFAULT_MODEL
     if ref in ALIASES:
         return ResolvedModel(ref, str(ensure_alias(ALIASES[ref])), "alias")
@@ -179,7 +211,7 @@ def resolve(reference: str | os.PathLike | None) -> ResolvedModel:
             base_ref = cfg.get("base_model_name_or_path")
             if not base_ref:
                 raise ModelResolutionError(f"{p}/adapter_config.json: no base_model_name_or_path")
-            base = resolve(base_ref)
+            base = resolve(base_ref, cached_only=cached_only)
             return ResolvedModel(ref, str(p.resolve()), "adapter", base=base.path)
         if not (p / "config.json").is_file():
             raise ModelResolutionError(
@@ -188,7 +220,9 @@ def resolve(reference: str | os.PathLike | None) -> ResolvedModel:
             )
         return ResolvedModel(ref, str(p.resolve()), "local")
     if ref.startswith((".", "/", "~")) or ref.count("/") > 1:
-        raise ModelResolutionError(f"{ref}: no such folder, and not an alias ({', '.join(ALIASES)}) or HF id")
+        raise _not_found(ref, hub_id=False)
+    if cached_only and not hf_cache_hit(ref):
+        raise _not_found(ref, hub_id=True)
     return ResolvedModel(ref, ref, "hf")
 
 

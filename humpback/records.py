@@ -17,6 +17,8 @@ from typing import Any, Iterable, Iterator, Mapping
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from .faults import fault_point
+
 SEGMENT_SCHEMA = pa.schema(
     [
         ("segment_id", pa.string()),
@@ -125,7 +127,10 @@ def atomic_path(path: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
     """Yield a temporary path next to ``path``; rename it onto ``path`` only if the block succeeds."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix + ".tmp", dir=path.parent)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix + ".tmp", dir=path.parent)
+    except OSError as e:  # name the file that could not be written, not a random temporary name
+        raise OSError(e.errno, e.strerror, str(path)) from None
     os.close(fd)
     tmp_path = Path(tmp)
     # mkstemp creates 0600; published files get the usual umask-derived mode so shared run dirs work.
@@ -134,7 +139,14 @@ def atomic_path(path: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
     os.chmod(tmp_path, 0o666 & ~umask)
     try:
         yield tmp_path
+        fault_point(f"write:{path.name}", path)
         os.replace(tmp_path, path)
+    except OSError as e:
+        tmp_path.unlink(missing_ok=True)
+        if e.errno is not None and (e.filename is None or str(e.filename) == str(tmp_path)):
+            # a full disk or a failed write names no file (or the temporary one): name the file being written
+            raise OSError(e.errno, e.strerror or str(e), str(path)) from e
+        raise
     except BaseException:
         tmp_path.unlink(missing_ok=True)
         raise
@@ -231,6 +243,21 @@ def write_json(obj: Any, path: str | os.PathLike) -> Path:
     return Path(path)
 
 
+def read_json(path: str | os.PathLike) -> Any:
+    """A JSON file humpback wrote (stats.json, manifest.json); a RecordError naming it when it is damaged."""
+    p = Path(path)
+    raw = p.read_bytes()
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = raw.count(b"\n", 0, e.start) + 1
+        raise RecordError(f"{p}:{line}: not UTF-8 text: byte 0x{raw[e.start]:02x}") from None
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as e:
+        raise RecordError(f"{p}:{e.lineno}: not valid JSON: {e.msg} (column {e.colno})") from None
+
+
 def iter_jsonl(path: str | os.PathLike) -> Iterator[tuple[int, dict[str, Any]]]:
     """(line number, record) for each non-blank line of a JSONL or JSONL.gz file, streaming.
 
@@ -238,20 +265,60 @@ def iter_jsonl(path: str | os.PathLike) -> Iterator[tuple[int, dict[str, Any]]]:
     being skipped, so no record disappears silently.
     """
     import gzip
+    import zlib
 
     p = Path(path)
     opener = gzip.open if p.name.lower().endswith(".gz") else open
-    with opener(p, "rt", encoding="utf-8") as f:
-        for lineno, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise RecordError(f"{p}:{lineno}: not valid JSON: {e.msg} (column {e.colno})") from None
-            if not isinstance(record, dict):
-                raise RecordError(f"{p}:{lineno}: expected a JSON object, got {type(record).__name__}")
-            yield lineno, record
+    lineno = 0
+    try:
+        # bytes, decoded line by line, so that a bad byte is reported with its line and column
+        with opener(p, "rb") as f:
+            for lineno, raw in enumerate(f, start=1):
+                line = decode_utf8(raw, p, lineno).rstrip("\r\n")
+                if not line.strip():
+                    continue
+                try:
+                    record = json.loads(line)
+                except json.JSONDecodeError as e:
+                    raise RecordError(f"{p}:{lineno}: not valid JSON: {e.msg} (column {e.colno})") from None
+                if not isinstance(record, dict):
+                    raise RecordError(f"{p}:{lineno}: expected a JSON object, got {type(record).__name__}")
+                yield lineno, record
+    except EOFError:  # gzip's "Compressed file ended before the end-of-stream marker was reached"
+        raise RecordError(f"{p}:{lineno + 1}: truncated gzip file (its data stops after line {lineno}; "
+                          "download or copy it again)") from None
+    except (gzip.BadGzipFile, zlib.error) as e:
+        raise RecordError(f"{p}:{lineno + 1}: corrupt gzip data ({e})") from None
+
+
+def decode_utf8(raw: bytes, path: str | os.PathLike, lineno: int) -> str:
+    """One line of a text file as str; a RecordError naming the file, line and column when it is not UTF-8."""
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        column = len(raw[:e.start].decode("utf-8", errors="replace")) + 1
+        raise RecordError(f"{path}:{lineno}: not UTF-8 text: byte 0x{raw[e.start]:02x} at column {column}") from None
+
+
+def read_parquet_file(path: str | os.PathLike, columns: list[str] | None = None) -> pa.Table:
+    """pq.read_table with a RecordError naming the file when it is not Parquet (or is cut short)."""
+    try:
+        return pq.read_table(path, columns=columns)
+    except pa.ArrowInvalid as e:
+        raise RecordError(f"{path}: not a readable Parquet file ({_arrow_reason(e)})") from None
+
+
+def parquet_schema(path: str | os.PathLike) -> pa.Schema:
+    try:
+        return pq.read_schema(path)
+    except pa.ArrowInvalid as e:
+        raise RecordError(f"{path}: not a readable Parquet file ({_arrow_reason(e)})") from None
+
+
+def _arrow_reason(e: Exception) -> str:
+    """pyarrow's message without its "Could not open Parquet input source '<path>': " preamble."""
+    text = str(e)
+    return text.split("': ", 1)[1] if text.startswith("Could not open") and "': " in text else text
 
 
 def parquet_files(path: str | os.PathLike) -> list[Path]:
@@ -272,7 +339,7 @@ def read_table(path: str | os.PathLike, schema: pa.Schema | str | None = None) -
         if target is None:
             raise FileNotFoundError(f"{path}: no Parquet files")
         return target.empty_table()
-    tables = [pq.read_table(f) for f in files]
+    tables = [read_parquet_file(f) for f in files]
     if schema is not None:
         target = SCHEMAS[schema] if isinstance(schema, str) else schema
         checked = []

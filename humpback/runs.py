@@ -18,12 +18,14 @@ import os
 import shutil
 import sys
 import time
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 
 from .faults import fault_point
+from .locks import locked, output_lock_path
 from .records import write_json
 
 log = logging.getLogger(__name__)
@@ -193,6 +195,16 @@ class Run:
             log.warning("[%s] up to date (finished in %.0fs earlier); skipped", name, rec.seconds or 0)
             self.timings[name] = 0.0
             return rec.result
+        # the locks the stage commands take on the same outputs: `humpback augment -o RUN/augment` meanwhile is
+        # refused (as a second `humpback run` is by RUN/.lock), and this stage waits for nobody's leftovers
+        command = "run" if self.kind == "humpback" else self.kind
+        with ExitStack() as held:
+            for o in outs:
+                held.enter_context(locked(output_lock_path(o), f"humpback {command} stage {name}"))
+            return self._run_stage(name, fn, rec, fp, input_fps, outs)
+
+    def _run_stage(self, name: str, fn: Callable[[], dict[str, Any]], rec: Optional[StageRecord], fp: str,
+                   input_fps: dict[str, str], outs: list[Path]) -> dict[str, Any]:
         if rec is not None and (rec.fingerprint != fp or name in self.forced):
             # outputs of another configuration (or a forced re-run): remove them so nothing stale is reused
             for o in outs:

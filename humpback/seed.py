@@ -30,7 +30,8 @@ from pathlib import Path
 from typing import Any
 
 from .config import ConfigError
-from .records import RecordError, iter_jsonl, parquet_files, write_jsonl, write_parquet
+from .records import (RecordError, decode_utf8, iter_jsonl, parquet_files, read_parquet_file, write_jsonl,
+                      write_parquet)
 
 log = logging.getLogger(__name__)
 
@@ -121,16 +122,26 @@ def detect_container(src: str | os.PathLike) -> str:
     raise ConfigError(f"{p}: cannot tell the format from the name; pass --format jsonl|parquet|hf|oasst1")
 
 
-def _open_text(path: Path):
-    if path.name.lower().endswith(".gz"):
-        return gzip.open(path, "rt", encoding="utf-8")
-    return open(path, encoding="utf-8")
+def _read_json_text(path: Path) -> str:
+    try:
+        with (gzip.open(path, "rb") if path.name.lower().endswith(".gz") else open(path, "rb")) as f:
+            raw = f.read()
+    except EOFError:
+        raise RecordError(f"{path}: truncated gzip file (download or copy it again)") from None
+    except gzip.BadGzipFile as e:
+        raise RecordError(f"{path}: corrupt gzip data ({e})") from None
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = raw.count(b"\n", 0, e.start) + 1
+        decode_utf8(raw[raw.rfind(b"\n", 0, e.start) + 1:].split(b"\n", 1)[0], path, line)
+        raise
 
 
 def _iter_json_records(path: Path) -> Iterator[tuple[str, dict]]:
-    with _open_text(path) as f:
-        text = f.read() if path.name.lower().endswith((".json", ".json.gz")) else None
-        if text is not None and text.lstrip().startswith("["):
+    if path.name.lower().endswith((".json", ".json.gz")):
+        text = _read_json_text(path)
+        if text.lstrip().startswith("["):
             # A JSON array (the Alpaca release ships its data this way).
             try:
                 items = json.loads(text)
@@ -146,13 +157,12 @@ def _iter_json_records(path: Path) -> Iterator[tuple[str, dict]]:
 
 
 def _iter_parquet_records(path: Path) -> Iterator[tuple[str, dict]]:
-    import pyarrow.parquet as pq
 
     files = parquet_files(path)
     if not files:
         raise FileNotFoundError(f"{path}: no Parquet files")
     for f in files:
-        for i, record in enumerate(pq.read_table(f).to_pylist()):
+        for i, record in enumerate(read_parquet_file(f).to_pylist()):
             yield f"{f} row {i}", record
 
 

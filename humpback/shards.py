@@ -26,6 +26,7 @@ from typing import Any, Literal
 import pyarrow as pa
 import pyarrow.parquet as pq
 from datatrove.data import Document, DocumentsPipeline
+from datatrove.executor import LocalPipelineExecutor
 from datatrove.pipeline.base import PipelineStep
 from pydantic import Field, model_validator
 
@@ -107,14 +108,50 @@ def _venv_activate() -> str | None:
     return str(activate) if sys.prefix != sys.base_prefix and activate.is_file() else None
 
 
+@contextmanager
+def task_logs_to_files_only() -> Iterator[None]:
+    """Within the block, datatrove tasks log to their log files only, not to the console.
+
+    datatrove logs a failing task's traceback on the console before it re-raises the exception; the exception
+    then reaches the command, which reports it in one line (or with its own traceback when it is unexpected),
+    and the task's log file keeps the full story."""
+    import datatrove.executor.base as base
+    from loguru import logger
+
+    original = base.add_task_logger
+
+    def add_task_logger(logging_dir, rank, local_rank=0, node_rank=-1):
+        logfile = original(logging_dir, rank, local_rank, node_rank=node_rank)
+        prefix = f"[NODE {node_rank}] " if node_rank != -1 else ""
+        logger.remove()  # the console handler and the file handler datatrove added; the file one comes back
+        logger.add(logfile, colorize=False, level="DEBUG",
+                   format=prefix + "{time:YYYY-MM-DD HH:mm:ss.SSS} | {level: <8} | {name}:{function}:{line} - "
+                                   "{message}")
+        return logfile
+
+    base.add_task_logger = add_task_logger
+    try:
+        yield
+    finally:
+        base.add_task_logger = original
+
+
+class LocalExecutor(LocalPipelineExecutor):
+    """datatrove's local executor whose tasks log to their files only (the console with `humpback -vv`)."""
+
+    def _run_for_rank(self, rank: int, local_rank: int = 0, node_rank: int = -1):
+        if logging.getLogger().getEffectiveLevel() <= logging.DEBUG:
+            return super()._run_for_rank(rank, local_rank, node_rank)
+        with task_logs_to_files_only():
+            return super()._run_for_rank(rank, local_rank, node_rank)
+
+
 def build_executor(step: Step, config: ExecutorConfig, depends: Any = None):
     """The datatrove executor for one step. ``depends`` (slurm only) is a SlurmPipelineExecutor or job id."""
     if config.kind == "local":
-        from datatrove.executor import LocalPipelineExecutor
-
         workers = min(step.workers or config.workers or 1, step.tasks)
-        return LocalPipelineExecutor(pipeline=step.pipeline, tasks=step.tasks, workers=workers,
-                                     logging_dir=str(step.logging_dir), skip_completed=step.skip_completed)
+        return LocalExecutor(pipeline=step.pipeline, tasks=step.tasks, workers=workers,
+                             logging_dir=str(step.logging_dir), skip_completed=step.skip_completed)
     if config.kind == "ray":
         from datatrove.executor import RayPipelineExecutor
 
@@ -398,7 +435,7 @@ class ShardWriter(PipelineStep):
                         rej_writer.write_table(to_table(rej_buf, rej_schema, where=str(rej_path)))
                         rej_buf = []
                 if buf:
-                    fault_point("shard.before_write")
+                    fault_point("shard.before_write", out_path)
                     writer.write_table(to_table(buf, schema, where=str(out_path)))
                 if rej_writer is not None and rej_buf:
                     rej_writer.write_table(to_table(rej_buf, rej_schema, where=str(rej_path)))

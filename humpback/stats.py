@@ -13,7 +13,7 @@ from typing import Any
 
 import pandas as pd
 
-from .records import RecordError, iter_jsonl, read_table
+from .records import RecordError, atomic_path, iter_jsonl, read_table
 
 # Where each kind of data sits inside a run folder or a stage's output folder.
 KNOWN_PARTS = ("seed.parquet", "prepared/segments", "segments", "augment/pairs", "pairs", "curate/r*/scores",
@@ -57,7 +57,9 @@ def _load(path: Path, name: str) -> DataSet | None:
             table = pa.Table.from_pylist([row for _, row in iter_jsonl(path)])
         else:
             table = read_table(path)
-    except (OSError, ValueError, TypeError) as e:
+    except RecordError:
+        raise
+    except (ValueError, TypeError) as e:
         raise RecordError(f"{path}: cannot be read as one table: {e}") from None
     kind = _kind(set(table.column_names))
     if kind is None:
@@ -209,8 +211,8 @@ def plot_stats(path: str | os.PathLike, out_png: str | os.PathLike) -> Path:
             ax.axis("off")
     fig.tight_layout()
     out = Path(out_png)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=100)
+    with atomic_path(out, suffix=".png") as tmp:  # a full disk leaves no half-written picture
+        fig.savefig(tmp, dpi=100, format="png")
     plt.close(fig)
     return out
 

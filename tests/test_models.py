@@ -101,19 +101,24 @@ def test_missing_package_names_the_install_command(monkeypatch):
         models.find_alias_gguf(alias)
 
 
-def test_resolve_folder_adapter_and_hf_id(tmp_path, tiny_model_dir):
+def test_resolve_folder_adapter_and_hf_id(tmp_path, tiny_model_dir, monkeypatch):
     assert models.resolve(tiny_model_dir).kind == "local"
     adapter = tmp_path / "adapter"
     adapter.mkdir()
     (adapter / "adapter_config.json").write_text(json.dumps({"base_model_name_or_path": tiny_model_dir}))
     r = models.resolve(adapter)
     assert r.kind == "adapter" and r.base == str(Path(tiny_model_dir).resolve())
-    assert models.resolve("HuggingFaceTB/SmolLM2-135M-Instruct").kind == "hf"
+    # an HF id resolves when the local Hugging Face cache has it, and is never looked up on the network
+    with pytest.raises(ModelResolutionError, match=r"not in the Hugging Face cache .*hf download HuggingFaceTB/x"):
+        models.resolve("HuggingFaceTB/x")
+    monkeypatch.setattr(models, "hf_cache_hit", lambda ref: ref == "HuggingFaceTB/x")
+    assert models.resolve("HuggingFaceTB/x").kind == "hf"
+    assert models.resolve("HuggingFaceTB/y", cached_only=False).kind == "hf"  # a server elsewhere loads it
     not_model = tmp_path / "empty"
     not_model.mkdir()
     with pytest.raises(ModelResolutionError, match="not a model folder"):
         models.resolve(not_model)
-    with pytest.raises(ModelResolutionError, match="no such folder"):
+    with pytest.raises(ModelResolutionError, match="not a folder .*does/not/exist does not exist"):
         models.resolve("./does/not/exist")
 
 

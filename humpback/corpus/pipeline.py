@@ -83,20 +83,23 @@ _cache_loguru_lib_dirs()
 
 class QuietLocalExecutor(LocalPipelineExecutor):
     """datatrove prints every task's log to the console for local rank 0; here the logs go to the task log
-    files only (the console shows errors), so the progress bars and the summary stay readable."""
+    files only, so the progress bars and the summary stay readable."""
 
     def __init__(self, *args, quiet: bool = True, **kwargs):
         super().__init__(*args, **kwargs)
         self.quiet = quiet
 
     def _run_for_rank(self, rank: int, local_rank: int = 0, node_rank: int = -1):
+        from ..shards import task_logs_to_files_only
+
+        if not self.quiet:
+            return super()._run_for_rank(rank, local_rank=local_rank, node_rank=node_rank)
         try:
-            return super()._run_for_rank(
-                rank, local_rank=1 if self.quiet else local_rank, node_rank=node_rank
-            )
+            # errors too: a failing task's exception reaches the command, which reports it in one line
+            with task_logs_to_files_only():
+                return super()._run_for_rank(rank, local_rank=1, node_rank=node_rank)
         finally:
-            if self.quiet:
-                _quiet_loguru()
+            _quiet_loguru()
 
 
 def check_executor(cfg: PrepareConfig) -> None:
@@ -452,6 +455,22 @@ def _fmt_reasons(d: dict[str, int], limit: int = 8) -> str:
     if len(items) > limit:
         text += f", … ({len(items) - limit} more)"
     return text
+
+
+def first_quarantined(output: str | os.PathLike) -> str:
+    """'SOURCE:LINE: reason: detail' of the first record in OUTPUT/quarantine (for one-line reports)."""
+    for f in sorted((Path(output) / "quarantine").glob("*.jsonl")):
+        with open(f, encoding="utf-8", errors="replace") as fh:
+            for line in fh:
+                try:
+                    rec = json.loads(line)
+                except ValueError:
+                    continue
+                pos = rec.get("position")
+                where = f"{rec.get('source')}:{pos}" if isinstance(pos, int) else str(rec.get("source"))
+                detail = f": {rec['detail']}" if rec.get("detail") else ""
+                return f"{where}: {rec.get('reason')}{detail}"
+    return f"{output}: quarantined records (none listed in {Path(output) / 'quarantine'})"
 
 
 def format_summary(stats: dict[str, Any]) -> str:

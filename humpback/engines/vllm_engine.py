@@ -14,6 +14,7 @@ a ``VLLMEngine``, which starts one server through datatrove's server classes and
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import importlib.util
 import json
 import math
@@ -40,7 +41,7 @@ def served_model(model: str, server: str) -> tuple[str, dict[str, Any]]:
     from ..models import ModelResolutionError, resolve
 
     try:
-        resolved = resolve(model)
+        resolved = resolve(model, cached_only=False)  # the server fetches an HF id itself
     except ModelResolutionError as e:
         raise EngineCapabilityError(str(e)) from None
     if resolved.kind != "adapter":
@@ -75,12 +76,15 @@ def inference_config(model: str, config: EngineConfig, *, use_chat: bool, work_d
         if not ep.base_url:
             raise EngineCapabilityError("engine.vllm.server 'endpoint' needs engine.endpoint.base_url")
         endpoint_url = normalise_base_url(ep.base_url)
-    api_key = os.environ.get(ep.api_key_env) if ep.api_key_env else None
+    if ep.api_key_env and not os.environ.get(ep.api_key_env):
+        raise EngineCapabilityError(f"engine.endpoint.api_key_env: environment variable {ep.api_key_env} is not set")
     delay = 5.0
     log_folder = vc.server_log_folder or (str(Path(work_dir) / "server-logs") if work_dir else None)
     return InferenceConfig(
         server_type=vc.server, model_name_or_path=name, model_max_context=vc.model_max_context, use_chat=use_chat,
-        endpoint_url=endpoint_url, api_key=api_key, metric_interval=vc.metric_interval_s, tp=vc.tp, dp=vc.dp,
+        # never the key itself: datatrove writes this config into logs/executor.json (and Slurm's executor.pik);
+        # the runner reads the key from the environment when it starts the server (api_key_from_env)
+        endpoint_url=endpoint_url, api_key=None, metric_interval=vc.metric_interval_s, tp=vc.tp, dp=vc.dp,
         pp=vc.pp, max_concurrent_generations=vc.max_concurrent_generations,
         max_concurrent_documents=vc.max_concurrent_documents or max(
             1, vc.max_concurrent_generations // max(1, requests_per_document)),
@@ -99,8 +103,10 @@ def _runner_class():
         the scorers need ride along inside ``usage``, which datatrove also stores in its request cache, so a
         resumed task replays them too. Requests for a LoRA adapter are addressed to the adapter's name."""
 
+        api_key_env: str | None = None  # the name of the variable holding the endpoint's API key
+
         def _init_server(self, rank: int):
-            server = super()._init_server(rank)
+            server = self._server_with_key(rank)
             inner = server.make_request
             adapter = bool(self.config.model_kwargs and "lora-modules" in self.config.model_kwargs)
 
@@ -118,6 +124,22 @@ def _runner_class():
             server.make_request = make_request
             return server
 
+        def _server_with_key(self, rank: int):
+            """The server, given the API key read from the environment now (inside the task); the step's own
+            config, which is serialised, never holds it."""
+            if not self.api_key_env:
+                return super()._init_server(rank)
+            key = os.environ.get(self.api_key_env)
+            if not key:
+                raise EngineCapabilityError(f"engine.endpoint.api_key_env: environment variable {self.api_key_env} "
+                                            "is not set where the task runs")
+            config = self.config
+            self.config = dataclasses.replace(config, api_key=key)
+            try:
+                return super()._init_server(rank)
+            finally:
+                self.config = config
+
     return LogprobInferenceRunner
 
 
@@ -130,11 +152,13 @@ def inference_step(rollout, model: str, config: EngineConfig, work_dir: str | os
     work = Path(work_dir)
     writer = JsonlWriter(str(work / "rollouts"), output_filename="${rank}_chunk_${chunk_index}.jsonl",
                          compression=None)
-    return _runner_class()(
+    runner = _runner_class()(
         rollout_fn=rollout, config=inference_config(model, config, use_chat=use_chat, work_dir=work,
                                                     requests_per_document=requests_per_document),
         output_writer=writer, shared_context=shared_context, checkpoints_local_dir=str(work / "checkpoints"),
         records_per_chunk=config.vllm.records_per_chunk)
+    runner.api_key_env = config.endpoint.api_key_env
+    return runner
 
 
 def iter_rollouts(folder: str | os.PathLike, rank: int = 0, world_size: int = 1):
@@ -224,7 +248,7 @@ def rollout_context(tokenizer_ref: str | None, threads: int):
     if tokenizer_ref:
         from ..models import load_tokenizer, resolve
 
-        tokenizer = load_tokenizer(resolve(tokenizer_ref))
+        tokenizer = load_tokenizer(resolve(tokenizer_ref, cached_only=False))
     pool = ThreadPoolExecutor(max_workers=max(1, threads), thread_name_prefix="humpback-rollout")
     try:
         yield {"pool": pool, "tokenizer": tokenizer, "tokenizer_lock": threading.Lock()}
@@ -239,7 +263,7 @@ def tokenizer_ref_for(model: str, config: EngineConfig) -> str | None:
     from ..models import ModelResolutionError, resolve
 
     try:
-        resolved = resolve(model)
+        resolved = resolve(model, cached_only=False)
     except ModelResolutionError:
         return None
     if resolved.kind == "hf" and config.vllm.server == "endpoint":

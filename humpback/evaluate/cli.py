@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import click
 
+from ..locks import writes_output
+
 
 def eval_file_config():
     """The ``--config`` YAML model of every eval command: shared keys plus one section per command."""
@@ -31,6 +33,12 @@ def _config(path: str | None, **overrides):
     from ..config import load_config
 
     return load_config(eval_file_config(), path, overrides)
+
+
+def _writing(out):
+    from ..locks import command_name, locked, output_lock_path
+
+    return locked(output_lock_path(out), command_name())
 
 
 def default_output(inputs, name: str):
@@ -80,8 +88,9 @@ def scorer_cmd(pairs, model, scorers, sample, output, config_path, bootstrap, se
     cfg = _config(config_path, **_base_overrides(bootstrap, seed, dtype, batch_size))
     specs = parse_scorer_specs(scorers, model)
     out = output or default_output([pairs], "scorer")
-    summary = evaluate_scorers(pairs, specs, out, sample=None if sample < 0 else sample, config=cfg,
-                               scorer_config=cfg.scorer)
+    with _writing(out):
+        summary = evaluate_scorers(pairs, specs, out, sample=None if sample < 0 else sample, config=cfg,
+                                   scorer_config=cfg.scorer)
     click.echo(format_scorer_summary(summary))
 
 
@@ -128,8 +137,9 @@ def heldout_cmd(models, data, system, max_examples, output, config_path, bootstr
 
     cfg = _config(config_path, **_base_overrides(bootstrap, seed, dtype, batch_size))
     out = output or default_output([data], "heldout")
-    summary = evaluate_heldout(data, models.split(","), out, systems=parse_systems(system), config=cfg,
-                               max_examples=max_examples)
+    with _writing(out):
+        summary = evaluate_heldout(data, models.split(","), out, systems=parse_systems(system), config=cfg,
+                                   max_examples=max_examples)
     click.echo(format_heldout_summary(summary))
 
 
@@ -160,8 +170,9 @@ def judge_cmd(model, baseline, judge_model, prompts, system, sample, max_tokens,
                      "judge.engine.kind": "endpoint" if judge_url else judge_engine,
                      "judge.engine.endpoint.base_url": judge_url})
     out = output or default_output([], "judge")
-    summary = evaluate_judge(model, baseline, judge_model, prompts, out, system=system, sample=sample, config=cfg,
-                             judge_config=cfg.judge)
+    with _writing(out):
+        summary = evaluate_judge(model, baseline, judge_model, prompts, out, system=system, sample=sample, config=cfg,
+                                 judge_config=cfg.judge)
     click.echo(format_judge_summary(summary))
 
 
@@ -183,8 +194,9 @@ def diversity_cmd(paths, sample, embeddings, output, seed) -> None:
 
     cfg = _config(None, seed=seed)
     out = output or default_output(paths, "diversity")
-    summary = evaluate_diversity(paths, out, sample=None if sample < 0 else sample, config=cfg,
-                                 embeddings=embeddings)
+    with _writing(out):
+        summary = evaluate_diversity(paths, out, sample=None if sample < 0 else sample, config=cfg,
+                                     embeddings=embeddings)
     click.echo(format_diversity_summary(summary))
 
 
@@ -218,6 +230,7 @@ def decontam_cmd(pairs, against, output, n, fields, min_overlap, references, con
 @eval_group.command("faq-pairs")
 @click.argument("sources", nargs=-1, required=True)
 @click.option("--output", "-o", required=True, help="JSONL file of (instruction, output) pairs to write.")
+@writes_output("output")
 def faq_pairs_cmd(sources, output) -> None:
     """Held-out human pairs from documentation whose section headings are questions.
 

@@ -19,11 +19,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pyarrow.parquet as pq
 from pydantic import Field
 
 from ..config import EngineConfig, StrictModel
-from ..records import RecordError, iter_jsonl, write_json
+from ..records import RecordError, iter_jsonl, read_parquet_file, write_json
 from ..shards import stable_id
 
 log = logging.getLogger("humpback.eval")
@@ -71,7 +70,7 @@ def data_files(path: str | Path) -> list[Path]:
 def iter_records(path: Path) -> Iterable[tuple[int, dict[str, Any]]]:
     """(1-based row/line number, record) of one Parquet or JSONL file."""
     if path.name.endswith(".parquet"):
-        for i, row in enumerate(pq.read_table(path).to_pylist(), start=1):
+        for i, row in enumerate(read_parquet_file(path).to_pylist(), start=1):
             yield i, row
         return
     if path.suffix == ".json":  # a JSON array of records (AlpacaEval's own format) or JSON lines

@@ -174,9 +174,9 @@ def evaluate_heldout(
     summary = _summarise(per, labels, refs, systems, cfg)
     summary.update({"command": "eval heldout", "data": str(source), "n": len(items)})
     out.mkdir(parents=True, exist_ok=True)
-    write_result(summary, out / "heldout.json")
     write_jsonl(_example_rows(items, per, labels, systems), out / "per_example.jsonl")
     _plot(summary, out / "heldout_nll.png")
+    write_result(summary, out / "heldout.json")  # last: a folder with heldout.json is complete
     summary["files"] = {"summary": str(out / "heldout.json"), "per_example": str(out / "per_example.jsonl"),
                         "plot": str(out / "heldout_nll.png")}
     return summary

@@ -7,6 +7,8 @@ from pathlib import Path
 
 import click
 
+from ..locks import writes_output
+
 
 def _fail(e: Exception) -> None:
     click.echo(f"error: {e}", err=True)
@@ -65,6 +67,7 @@ def rest_cmd(config_path, run_dir, start, until, iterations) -> None:
 @click.option("--levels", default="1,2,3,4,5", show_default=True, help="Difficulty levels, comma-separated.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--id-prefix", default="arith", show_default=True)
+@writes_output("output")
 def rest_problems_cmd(output, count, levels, seed, id_prefix) -> None:
     """Write seeded multi-step arithmetic word problems (id, problem, answer, difficulty, solution)."""
     from ..records import write_jsonl
@@ -80,7 +83,7 @@ def rest_problems_cmd(output, count, levels, seed, id_prefix) -> None:
 
 
 @click.command("rest-eval")
-@click.argument("problems", type=click.Path(exists=True, dir_okay=False))
+@click.argument("problems", type=click.Path(exists=True, dir_okay=False, readable=False))
 @click.option("--model", default="smollm2-135m-instruct", show_default=True)
 @click.option("--output", "-o", required=True, type=click.Path(file_okay=False),
               help="Folder for samples.parquet and stats.json (resumes an interrupted evaluation).")
@@ -90,10 +93,11 @@ def rest_problems_cmd(output, count, levels, seed, id_prefix) -> None:
 @click.option("--no-greedy", is_flag=True, help="Skip the greedy solution (pass@1 then from samples).")
 @click.option("--max-tokens", type=int, default=512, show_default=True)
 @click.option("--limit", type=int, default=None, help="Only the first N problems.")
+@writes_output("output")
 def rest_eval_cmd(problems, model, output, reward_kind, template, samples, no_greedy, max_tokens, limit) -> None:
     """Evaluate MODEL on PROBLEMS with a reward: pass@1, pass@k, majority vote, per difficulty."""
     from ..config import ConfigError, EngineConfig, validate_config
-    from ..records import write_jsonl
+    from ..records import RecordError, write_jsonl
     from .config import EvalConfig
     from .problems import load_problems
     from .rewards import make_reward
@@ -102,8 +106,11 @@ def rest_eval_cmd(problems, model, output, reward_kind, template, samples, no_gr
 
     reward = make_reward(reward_kind)
     items, bad = load_problems(problems, reward.check_problem)
+    example = f"{bad[0].source}:{bad[0].line}: {bad[0].reason}" if bad else ""
+    if bad and not items:
+        raise RecordError(f"{example}; none of the {len(bad)} problem(s) is usable")
     if bad:
-        click.echo(f"{len(bad)} problem(s) skipped, e.g. {bad[0].source}:{bad[0].line}: {bad[0].reason}", err=True)
+        click.echo(f"warning: {len(bad)} problem(s) skipped, e.g. {example}", err=True)
     if limit:
         items = items[:limit]
     if not items:

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from ..config import EngineConfig
+from ..locks import locked, run_lock_path
 from ..records import RecordError, write_json, write_jsonl
 from ..runs import Run
 from ..training.config import OPERATIONAL_KEYS
@@ -147,6 +148,16 @@ def run_rest(config: RestConfig, run_dir: str | os.PathLike | None = None, *, co
              engine_factory: EngineFactory | None = None) -> RestResult:
     """Run (or resume) the ReST-EM loop of ``config`` in ``run_dir`` (default: ``config.run_dir``)."""
     run_dir = Path(run_dir or config.run_dir)
+    if engine_factory is None:
+        from ..models import resolve
+
+        resolve(config.model)  # before anything is written: every M-step trains it here
+    with locked(run_lock_path(run_dir), "humpback rest"):
+        return _run_rest(config, run_dir, config_source, start, until, engine_factory)
+
+
+def _run_rest(config: RestConfig, run_dir: Path, config_source: str | None, start: str | None, until: str | None,
+              engine_factory: EngineFactory | None) -> RestResult:
     order = stage_order(config.iterations)
     run = Run(run_dir, config.model_dump(mode="json"), kind="rest", config_source=config_source, order=order)
     run.select(start, until)

@@ -13,10 +13,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Optional, Sequence
 
-import pyarrow.parquet as pq
 
 from ..prompts import render
-from ..records import RecordError, iter_jsonl
+from ..records import RecordError, iter_jsonl, parquet_schema, read_parquet_file
 from .config import SEED_TAG, WEB_TAG
 
 BACKWARD_TEMPLATE = "backward_train"
@@ -84,12 +83,12 @@ def _read_jsonl(path: Path) -> list[dict[str, Any]]:
 def read_pairs(path: Path, columns: Sequence[str], optional: Sequence[str] = ()) -> tuple[list[dict], set[str]]:
     """Rows of one file with ``columns`` (required) and whichever ``optional`` columns it has."""
     if path.suffix == ".parquet":
-        names = set(pq.read_schema(path).names)
+        names = set(parquet_schema(path).names)
         missing = [c for c in columns if c not in names]
         if missing:
             raise RecordError(f"{path}: missing column(s) {missing}")
         present = [c for c in optional if c in names]
-        rows = pq.read_table(path, columns=list(columns) + present).to_pylist()
+        rows = read_parquet_file(path, columns=list(columns) + present).to_pylist()
         return rows, set(present)
     rows = _read_jsonl(path)
     present = {c for c in optional if any(c in r for r in rows)}
