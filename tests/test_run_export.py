@@ -49,7 +49,8 @@ def _config(tmp: Path, tiny_model_dir: str, **changes) -> Path:
         "seed": {"path": str(seed), "heldout_fraction": 0.2},
         "train": {"max_steps": 2, "batch_size": 2, "micro_batch_size": 2, "max_length": 384, "save_steps": 1},
         # a random model writes no requests: the filters would drop everything
-        "augment": {"max_segments": 8, "chunk_size": 4, "candidates": 2, "generation": {"max_tokens": 12}, "engine": engine,
+        "augment": {"max_segments": 8, "chunk_size": 4, "candidates": 2, "generation": {"max_tokens": 12},
+                    "engine": engine,
                     "filters": {"request_patterns": [], "reject_patterns": [], "min_chars": 0,
                                 "max_copy_overlap": 1.0}},
         "curate": {"scorer": {"kind": "pmi"}, "min_score": 2, "self_check_sample": 6, "chunk_size": 4,
