@@ -47,41 +47,59 @@ _FRAME_ATTRS = frozenset({"tb_frame", "gi_frame", "cr_frame", "ag_frame"})
 _FUNC_ATTRS = frozenset({"__code__", "__defaults__", "__kwdefaults__"})
 
 
+def _denied_name(name, _imports=_DENIED_IMPORTS, _join=str.join, _split=str.split):
+    """Whether any component of a dotted module name is denied (``pkg._ctypes`` would load ``_ctypes``)."""
+    for part in _split(_join("", (name,)), "."):  # an exact str copy: a str subclass cannot fake its hash
+        if part in _imports:
+            return True
+    return False
+
+
 def _hook(event, args, _denied=_DENIED_EVENTS, _frames=_FRAME_ATTRS, _fattrs=_FUNC_ATTRS,
-          _imports=_DENIED_IMPORTS, _harness=_FILENAME, _type=type, _func=types.FunctionType,
-          _join=str.join, _partition=str.partition, _startswith=str.startswith, _len=len):
+          _denied_name=_denied_name, _harness=_FILENAME, _type=type, _func=types.FunctionType,
+          _startswith=str.startswith, _len=len):
     if event in _denied:
         # stdlib callers of sys._getframe (namedtuple, enum, typing, logging) fall back on ValueError
         raise ValueError("sandbox: " + event + " is not allowed")
     if _startswith(event, "ctypes.") or _startswith(event, "gc."):
         raise PermissionError("sandbox: " + event + " is not allowed")
     if event == "import":
-        name = _join("", (args[0],))  # an exact str copy: a str subclass cannot fake its hash here
-        if _partition(name, ".")[0] in _imports:
-            raise PermissionError("sandbox: importing " + name + " is not allowed")
+        if _denied_name(args[0]):
+            raise PermissionError("sandbox: importing " + args[0] + " is not allowed")
     elif event == "object.__getattr__":
         if args[1] in _frames:
             raise AttributeError("sandbox: " + args[1] + " is not allowed")
+        # the harness's functions keep what they use in their defaults: reading those is refused (their
+        # code is public, so reading __code__ is fine; it is also what the check below does)
         if args[1] in _fattrs and args[1] != "__code__" and _type(args[0]) is _func \
                 and args[0].__code__.co_filename == _harness:
             raise AttributeError("sandbox: reading the harness's " + args[1] + " is not allowed")
     elif event == "object.__setattr__" or event == "object.__delattr__":
-        if _len(args) > 1 and args[1] in _fattrs and _type(args[0]) is _func:
-            raise PermissionError("sandbox: replacing a function's " + args[1] + " is not allowed")
+        # new code or defaults for a harness function would switch its checks off
+        if _len(args) > 1 and args[1] in _fattrs and _type(args[0]) is _func \
+                and args[0].__code__.co_filename == _harness:
+            raise PermissionError("sandbox: replacing the harness's " + args[1] + " is not allowed")
 
 
-def _guard_imp(imp, denied=_DENIED_IMPORTS):
-    """``_imp.create_builtin`` / ``create_dynamic`` load modules without an "import" event: guard them too."""
-    def create_builtin(spec, _real=imp.create_builtin, _denied=denied, _partition=str.partition, _join=str.join):
-        if _partition(_join("", (spec.name,)), ".")[0] in _denied:
-            raise PermissionError("sandbox: loading " + spec.name + " is not allowed")
-        return _real(spec)
+def _guard_imp(imp):
+    """``_imp.create_builtin`` / ``create_dynamic`` load modules without an "import" event: guard them too.
 
-    def create_dynamic(spec, file=None, _real=imp.create_dynamic, _denied=denied, _partition=str.partition,
+    The real functions get a fresh spec holding exact strs, so a spec whose ``name`` changes between the
+    check and the load cannot slip a denied module through.
+    """
+    def create_builtin(spec, _real=imp.create_builtin, _denied_name=_denied_name, _ns=types.SimpleNamespace,
                        _join=str.join):
-        if _partition(_join("", (spec.name,)), ".")[0] in _denied:
-            raise PermissionError("sandbox: loading " + spec.name + " is not allowed")
-        return _real(spec) if file is None else _real(spec, file)
+        name = _join("", (spec.name,))
+        if _denied_name(name):
+            raise PermissionError("sandbox: loading " + name + " is not allowed")
+        return _real(_ns(name=name))
+
+    def create_dynamic(spec, file=None, _real=imp.create_dynamic, _denied_name=_denied_name,
+                       _ns=types.SimpleNamespace, _join=str.join):
+        name, origin = _join("", (spec.name,)), _join("", (spec.origin,))
+        if _denied_name(name):
+            raise PermissionError("sandbox: loading " + name + " is not allowed")
+        return _real(_ns(name=name, origin=origin)) if file is None else _real(_ns(name=name, origin=origin), file)
 
     imp.create_builtin = create_builtin
     imp.create_dynamic = create_dynamic
@@ -150,18 +168,19 @@ def _make_non_dumpable():
         del sys.modules[name]
 
 
-def _classify(e, during_tests, _type=type, _isinstance=isinstance, _str=str, _join=str.join):
+def _classify(e, during_tests, _type=type, _isinstance=isinstance, _str=str, _join=str.join, _getattr=getattr,
+              _BaseException=BaseException, _MemoryError=MemoryError, _OSError=OSError):
     """(status, detail) for an exception that ended the program or a test statement."""
     try:
         cls = _type(e)
         name = _join("", (cls.__name__,)) if _isinstance(cls.__name__, _str) else "?"
         text = _str(e)
         text = _join("", (text,)) if _isinstance(text, _str) else "?"
-    except BaseException:
+    except _BaseException:
         return ("failed" if during_tests else "error"), "?"
-    if _isinstance(e, MemoryError):
+    if _isinstance(e, _MemoryError):
         return "memory_limit", "MemoryError"
-    if _isinstance(e, OSError) and getattr(e, "errno", None) == 27:  # EFBIG: RLIMIT_FSIZE on an output file
+    if _isinstance(e, _OSError) and _getattr(e, "errno", None) == 27:  # EFBIG: RLIMIT_FSIZE on an output file
         return "output_limit", "output larger than the limit"
     detail = name + (": " + text[:300] if text else "")
     if text.startswith("sandbox:"):
@@ -172,29 +191,30 @@ def _classify(e, during_tests, _type=type, _isinstance=isinstance, _str=str, _jo
 def _driver(mode, program, statements, g, pristine, out, done, _exec=exec, _dict=dict, _enumerate=enumerate,
             _classify=_classify, _threads=threading.enumerate, _current=threading.current_thread,
             _main_thread=threading.main_thread(), _sys=sys, _out_flush=sys.stdout.flush,
-            _err_flush=sys.stderr.flush, _hook_exc=sys.__excepthook__, _isinstance=isinstance):
+            _err_flush=sys.stderr.flush, _hook_exc=sys.__excepthook__, _type=type, _str=str, _repr=repr,
+            _getattr=getattr, _SystemExit=SystemExit, _BaseException=BaseException, _OSError=OSError):
     """Runs in the second thread: the program, its non-daemon threads, then each test statement."""
     status, passed, detail = "ok", 0, ""
     try:
         try:
             _exec(program, g)
-        except SystemExit as e:
+        except _SystemExit as e:
             if mode == "tests":  # a program that exits before the asserts has not passed them
                 status, detail = "error", "SystemExit before the tests ran"
             elif e.code is not None and e.code != 0:
-                status, detail = "error", "SystemExit(" + repr(e.code)[:50] + ")"
-        except BaseException as e:
+                status, detail = "error", "SystemExit(" + _repr(e.code)[:50] + ")"
+        except _BaseException as e:
             status, detail = _classify(e, False)
             try:
-                _hook_exc(_type_of(e), e, e.__traceback__)  # C-level traceback on stderr, for the grader's log
-            except BaseException:
+                _hook_exc(_type(e), e, e.__traceback__)  # C-level traceback on stderr, for the grader's log
+            except _BaseException:
                 pass
         try:  # like interpreter shutdown: wait for the program's non-daemon threads
             me = _current()
             for t in _threads():
                 if t is not me and t is not _main_thread and not t.daemon:
                     t.join()
-        except BaseException:
+        except _BaseException:
             pass
         if status == "ok" and mode == "tests":
             scope = _dict(g)  # tests see the program's names, but through their own dict ...
@@ -202,29 +222,25 @@ def _driver(mode, program, statements, g, pristine, out, done, _exec=exec, _dict
             for i, stmt in _enumerate(statements):
                 try:
                     _exec(stmt, scope)
-                except BaseException as e:
+                except _BaseException as e:
                     status, detail = _classify(e, True)
-                    detail = "test statement " + str(i + 1) + ": " + detail
+                    detail = "test statement " + _str(i + 1) + ": " + detail
                     break
                 passed += 1
-        for flush in (getattr(_sys.stdout, "flush", None), _out_flush, _err_flush):
+        for flush in (_getattr(_sys.stdout, "flush", None), _out_flush, _err_flush):
             try:
                 if flush is not None:
                     flush()
-            except OSError as e:
+            except _OSError as e:
                 if e.errno == 27 and status == "ok":
                     status, detail = "output_limit", "output larger than the limit"
-            except BaseException:
+            except _BaseException:
                 pass
         out[0] = (status, passed, detail)
-    except BaseException:  # e.g. MemoryError while recording: a pre-built tuple needs no allocation
+    except _BaseException:  # e.g. MemoryError while recording: a pre-built tuple needs no allocation
         out[0] = ("memory_limit", 0, "MemoryError")
     finally:
         done.release()
-
-
-def _type_of(e):
-    return type(e)
 
 
 def _exit_builtin(code=None):
@@ -235,6 +251,8 @@ def _main():
     # Locals for everything used after the candidate starts (see 3. in the module docstring).
     _str, _int, _type, _tuple, _ascii, _len = str, int, type, tuple, ascii, len
     _write, _exit = os.write, os._exit
+    hook, driver, start_thread, allocate_lock = _hook, _driver, _thread.start_new_thread, _thread.allocate_lock
+    _BaseException = BaseException
     try:
         job_fd, result_fd = int(sys.argv[2]), int(sys.argv[3])
         data = b""
@@ -297,14 +315,18 @@ def _main():
     import _imp
 
     _guard_imp(_imp)
-    sys.addaudithook(_hook)
+    sys.addaudithook(hook)
+    harness_globals = globals()  # reachable through the gc stand-in's __globals__: leave nothing in it
+    kept = harness_globals["__builtins__"]
+    harness_globals.clear()
+    harness_globals["__builtins__"] = kept
 
     out = [None]
-    done = _thread.allocate_lock()
+    done = allocate_lock()
     done.acquire()
     acquire = done.acquire
-    _thread.start_new_thread(_driver, (mode, program, statements, module.__dict__, pristine, out, done))
-    del program, statements, pristine, module
+    start_thread(driver, (mode, program, statements, module.__dict__, pristine, out, done))
+    del program, statements, pristine, module, harness_globals, kept
     try:
         acquire()
         entry = out[0]
@@ -314,7 +336,7 @@ def _main():
         if _type(status) is not _str or _type(passed) is not _int or _type(detail) is not _str:
             _exit(5)
         emit(status, passed, total, detail)
-    except BaseException:
+    except _BaseException:
         _exit(5)
     _exit(0)
 
