@@ -309,8 +309,36 @@ except Exception:
     pass
 """,
     "read-harness-defaults": """
+import importlib, types
+imp = sys.modules["_imp"]
+# new code for a harness function would run with its defaults (the real gc / _imp functions)
+def unguarded(spec, file=None, _real=None, *rest, **kw):
+    return _real(spec)
+for f in (sys.modules["gc"].collect, imp.create_builtin):
+    try:
+        f.__code__ = unguarded.__code__
+    except Exception:
+        pass
+try:
+    importlib.reload(sys.modules["gc"]); importlib.reload(imp)
+except Exception:
+    pass
+for name in ("gc", "_imp"):
+    try:
+        spec = importlib.machinery.BuiltinImporter.find_spec(name)
+        mod = imp.create_builtin(spec)
+        ESCAPED = ESCAPED or hasattr(mod, "get_objects") or name == "_imp"
+    except Exception:
+        pass
+sys.modules.pop("_imp", None)
+try:
+    import _imp
+    ESCAPED = True
+except Exception:
+    pass
+ESCAPED = ESCAPED or hasattr(sys.modules["gc"], "get_objects")
 found = set()
-for f in (sys.modules["gc"].collect, getattr(sys.modules["_imp"], "create_builtin")):
+for f in (sys.modules["gc"].collect, imp.create_builtin):
     for attr in ("__defaults__", "__kwdefaults__"):
         try:
             found |= hex_strings(map(repr, getattr(f, attr) or ()))

@@ -32,8 +32,9 @@ import threading  # imported in the main thread, so threading.main_thread() is t
 import types
 
 _FILENAME = "<humpback-harness>"  # co_filename of these functions: what the audit hook protects
+# _imp: a fresh _imp module would have the unguarded create_builtin (see _guard_imp)
 _DENIED_IMPORTS = frozenset({
-    "ctypes", "_ctypes", "_ctypes_test", "gc", "_testcapi", "_testinternalcapi", "_testbuffer",
+    "ctypes", "_ctypes", "_ctypes_test", "gc", "_imp", "_testcapi", "_testinternalcapi", "_testbuffer",
     "_testmultiphase", "_testimportmultiple", "_testclinic", "_testsinglephase", "_xxtestfuzz",
     "_xxsubinterpreters", "_xxinterpchannels", "_xxinterpqueues",
 })
