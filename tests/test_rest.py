@@ -245,6 +245,23 @@ def test_code_tests_is_refused_without_isolation(no_bwrap, tmp_path):
     assert proc.stderr.strip().splitlines()[-1].startswith("error: code-tests needs OS-level isolation")
 
 
+def test_code_tests_is_refused_where_bwrap_cannot_run(monkeypatch):
+    # bwrap present but failing (say, no user namespaces in a container): refused with its reason, not run bare
+    import humpback.rest.sandbox as sandbox
+
+    if isinstance(sandbox._setup(), str):
+        pytest.skip(f"NO SANDBOX ON THIS MACHINE: {sandbox._setup()}")
+    broken = sandbox._Setup("/bin/false", *[getattr(sandbox._setup(), f) for f in
+                                             ("prlimit", "python", "extra_binds", "drop_to_uid")])
+    sandbox.isolation_problem.cache_clear()
+    monkeypatch.setattr(sandbox, "_setup", lambda: broken)
+    try:
+        with pytest.raises(SandboxUnavailable, match="bwrap cannot run the sandbox here"):
+            make_reward("code-tests")
+    finally:
+        sandbox.isolation_problem.cache_clear()
+
+
 def test_code_tests_refuses_to_share_the_network():
     with pytest.raises(ConfigError, match="never|without a network"):
         validate_config(CodeTestsReward.Options, {"unshare_network": False})
