@@ -22,7 +22,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from humpback.config import ConfigError, EngineConfig
+from humpback.config import ConfigError, EngineConfig, validate_config
 from humpback.faults import ENV as FAULT_ENV
 from humpback.records import RecordError, read_rows
 from humpback.rest.answers import answers_equal, canonical, extract_answer
@@ -31,7 +31,7 @@ from humpback.rest.loop import run_rest, stage_order
 from humpback.rest.metrics import majority_correct, pass_at_k, summarize_eval
 from humpback.rest.problems import Problem, load_problems, split_problems
 from humpback.rest.rewards import CodeTestsReward, Grade, MathAnswerReward, Reward, make_reward, register_reward
-from humpback.rest.sandbox import SandboxLimits, network_namespace_available, run_python
+from humpback.rest.sandbox import SandboxLimits, SandboxUnavailable, isolation_problem, run_python
 from humpback.rest.steps import select_accepted
 from humpback.rest.wordproblems import LEVELS, generate_problems
 
@@ -138,13 +138,17 @@ def test_math_reward_grades_solutions():
 # ------------------------------------------------------------------------------------------ sandbox
 
 FAST_LIMITS = SandboxLimits(timeout_s=4, cpu_s=2, memory_mb=256)
+NO_SANDBOX = isolation_problem()
+needs_sandbox = pytest.mark.skipif(NO_SANDBOX is not None, reason=f"NO SANDBOX ON THIS MACHINE: {NO_SANDBOX}")
 
 
+@needs_sandbox
 def test_sandbox_runs_a_program_with_stdin():
     res = run_python("print(int(input()) * 2)", "21\n", FAST_LIMITS)
     assert res.ok and res.stdout.strip() == "42"
 
 
+@needs_sandbox
 def test_sandbox_kills_an_infinite_loop():
     t0 = time.perf_counter()
     res = run_python("while True:\n    pass\n", limits=FAST_LIMITS)
@@ -154,6 +158,7 @@ def test_sandbox_kills_an_infinite_loop():
     assert res.status == "timeout"
 
 
+@needs_sandbox
 def test_sandbox_stops_a_memory_hog():
     t0 = time.perf_counter()
     res = run_python("blocks = []\nwhile True:\n    blocks.append(bytearray(10**7))\n", limits=FAST_LIMITS)
@@ -162,8 +167,8 @@ def test_sandbox_stops_a_memory_hog():
     assert time.perf_counter() - t0 < 15
 
 
-@pytest.mark.parametrize("unshare", [True, False])
-def test_sandbox_cannot_reach_the_network(unshare):
+@needs_sandbox
+def test_sandbox_cannot_reach_the_network():
     server = socket.socket()
     server.bind(("127.0.0.1", 0))
     server.listen(4)
@@ -176,7 +181,7 @@ def test_sandbox_cannot_reach_the_network(unshare):
     ]
     try:
         for code in attempts:
-            res = run_python(code, limits=SandboxLimits(timeout_s=5, unshare_network=unshare))
+            res = run_python(code, limits=SandboxLimits(timeout_s=5))
             assert not res.ok and "connected" not in res.stdout, (code, res)
         with pytest.raises(socket.timeout):
             server.accept()  # nothing ever arrived
@@ -184,40 +189,86 @@ def test_sandbox_cannot_reach_the_network(unshare):
         server.close()
 
 
-def test_network_namespace_is_used_where_available():
-    # Where unshare works, even code that slips past the audit hook sees no interface: prove the namespace
-    # itself has no route to a listener on this machine's loopback.
-    if not network_namespace_available():
-        pytest.skip("unshare -rn is not available on this machine")
-    server = socket.socket()
-    server.bind(("127.0.0.1", 0))
-    server.listen(1)
-    port = server.getsockname()[1]
-    try:
-        probe = subprocess.run(["unshare", "-rn", sys.executable, "-c",
-                                f"import socket; socket.create_connection(('127.0.0.1', {port}), timeout=2)"],
-                               capture_output=True, text=True, timeout=30, check=False)
-        assert probe.returncode != 0
-    finally:
-        server.close()
-
-
-def test_sandbox_blocks_processes_and_writes_outside_its_folder(tmp_path):
+@needs_sandbox
+def test_sandbox_writes_only_its_own_folder(tmp_path):
+    # Processes may start inside the sandbox, but nothing there reaches the host's files.
     target = tmp_path / "written.txt"
-    for code in ("import os\nos.system('echo hi')", "import subprocess\nsubprocess.run(['true'])",
-                 f"open({str(target)!r}, 'w').write('x')", "import ctypes"):
+    for code in (f"open({str(target)!r}, 'w').write('x')",
+                 f"import os\nos.system('echo x > {target}')\nassert os.path.exists({str(target)!r})",
+                 f"import subprocess\nsubprocess.run(['touch', {str(target)!r}], check=True)"):
         res = run_python(code, limits=FAST_LIMITS)
-        assert res.status == "blocked", (code, res)
+        assert not res.ok, (code, res)
     assert not target.exists()
+    res = run_python("import subprocess\nprint(subprocess.run(['echo', 'hi'], capture_output=True, text=True).stdout)",
+                     limits=FAST_LIMITS)
+    assert res.ok and res.stdout.strip() == "hi", res
     res = run_python("open('inside.txt', 'w').write('ok')\nprint(open('inside.txt').read())", limits=FAST_LIMITS)
     assert res.ok and res.stdout.strip() == "ok"
+    assert run_python("import ctypes", limits=FAST_LIMITS).status == "blocked"  # the harness's extra layer
 
 
+@needs_sandbox
 def test_sandbox_caps_output():
     res = run_python("while True:\n    print('x' * 1000)\n", limits=SandboxLimits(timeout_s=5, output_bytes=50_000))
     assert res.status == "output_limit" and len(res.stdout) <= 50_000
 
 
+@pytest.fixture
+def no_bwrap(monkeypatch):
+    """This process sees no bwrap on PATH (the sandbox's caches are cleared before and after)."""
+    import humpback.rest.sandbox as sandbox
+
+    sandbox._setup.cache_clear()
+    sandbox.isolation_problem.cache_clear()
+    real_which = sandbox.shutil.which
+    monkeypatch.setattr(sandbox.shutil, "which", lambda name, *a, **k: None if name == "bwrap" else real_which(name))
+    yield
+    monkeypatch.undo()
+    sandbox._setup.cache_clear()
+    sandbox.isolation_problem.cache_clear()
+
+
+def test_code_tests_is_refused_without_isolation(no_bwrap, tmp_path):
+    # Never a silent fallback: without bwrap, code-tests refuses to run anything at all.
+    with pytest.raises(SandboxUnavailable, match="code-tests needs OS-level isolation.*bwrap"):
+        make_reward("code-tests")
+    with pytest.raises(SandboxUnavailable):
+        run_python("print(1)")
+    assert isinstance(SandboxUnavailable("x"), ConfigError)  # so the CLI prints one line and exits 2
+    problems = tmp_path / "p.jsonl"
+    problems.write_text(json.dumps({"id": "c", "problem": "echo", "tests": [{"input": "1", "output": "1"}]}) + "\n")
+    env = {**os.environ, "PATH": str(Path(sys.executable).parent)}  # the venv's bin: no bwrap there
+    proc = subprocess.run([sys.executable, "-m", "humpback", "rest-eval", str(problems), "-o", str(tmp_path / "o"),
+                           "--reward", "code-tests"], capture_output=True, text=True, env=env, timeout=300,
+                          check=False)
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.strip().splitlines()[-1].startswith("error: code-tests needs OS-level isolation")
+
+
+def test_code_tests_is_refused_where_bwrap_cannot_run(monkeypatch):
+    # bwrap present but failing (say, no user namespaces in a container): refused with its reason, not run bare
+    import humpback.rest.sandbox as sandbox
+
+    if isinstance(sandbox._setup(), str):
+        pytest.skip(f"NO SANDBOX ON THIS MACHINE: {sandbox._setup()}")
+    broken = sandbox._Setup("/bin/false", *[getattr(sandbox._setup(), f) for f in
+                                             ("prlimit", "python", "extra_binds", "drop_to_uid")])
+    sandbox.isolation_problem.cache_clear()
+    monkeypatch.setattr(sandbox, "_setup", lambda: broken)
+    try:
+        with pytest.raises(SandboxUnavailable, match="bwrap cannot run the sandbox here"):
+            make_reward("code-tests")
+    finally:
+        sandbox.isolation_problem.cache_clear()
+
+
+def test_code_tests_refuses_to_share_the_network():
+    with pytest.raises(ConfigError, match="never|without a network"):
+        validate_config(CodeTestsReward.Options, {"unshare_network": False})
+    assert CodeTestsReward.Options(unshare_network=True).unshare_network
+
+
+@needs_sandbox
 def test_code_reward_runs_tests_out_of_process():
     reward = CodeTestsReward(CodeTestsReward.Options(timeout_s=4, cpu_s=2, memory_mb=256))
     io = Problem("c1", "Add two numbers.", tests=[{"input": "1 2\n", "output": "3\n"},
@@ -226,7 +277,7 @@ def test_code_reward_runs_tests_out_of_process():
     wrong = "```python\na, b = map(int, input().split())\nprint(a - b)\n```"
     loop = "```python\nwhile True:\n    pass\n```"
     hog = "```python\nx = [bytearray(10**7) for _ in range(1000)]\n```"
-    # os._exit would end this test process if the code ran in-process
+    # os._exit would end this test process if the code ran in-process; in the sandbox it ends without a verdict
     exits = "```python\nimport os\nos._exit(0)\n```"
     grades = reward.grade_many([(good, io), (wrong, io), (loop, io), (hog, io), (exits, io)])
     assert [g.reward for g in grades] == [1.0, 0.0, 0.0, 0.0, 0.0]
@@ -236,11 +287,13 @@ def test_code_reward_runs_tests_out_of_process():
     assert "memory_limit" in grades[3].detail
     asserts = Problem("c2", "Write add(a, b).", tests="assert add(2, 3) == 5\nassert add(-1, 1) == 0\n")
     assert reward.grade("```python\ndef add(a, b):\n    return a + b\n```", asserts).reward == 1.0
+    assert reward.grade("```python\ndef add(a, b):\n    return a + b\n```", asserts).detail == "passed 2 asserts"
     assert reward.grade("```python\ndef add(a, b):\n    return a * b\n```", asserts).reward == 0.0
     apps = Problem("c3", "Echo.", tests=json.dumps({"inputs": ["hi\n"], "outputs": ["hi\n"]}))
     assert reward.grade("```python\nprint(input())\n```", apps).reward == 1.0
     assert reward.check_problem(Problem("c4", "?")) == "no tests"
     assert reward.check_problem(Problem("c5", "?", tests=[{"input": "1"}])).startswith("bad tests")
+    assert reward.check_problem(Problem("c6", "?", tests="assert (")).startswith("bad tests: assert tests are not")
 
 
 # ------------------------------------------------------------------------------------------ E-step selection, metrics

@@ -9,13 +9,14 @@ from .config import RestConfig, load_rest_config
 from .loop import RestResult, run_rest, stage_order
 from .problems import Problem, load_problems, split_problems
 from .rewards import CodeTestsReward, Grade, MathAnswerReward, Reward, make_reward, register_reward
-from .sandbox import SandboxLimits, SandboxResult, run_python
+from .sandbox import SandboxLimits, SandboxResult, SandboxUnavailable, run_python, run_tests
 from .steps import run_estep, run_eval, run_mstep, select_accepted
 from .wordproblems import generate_problems
 
 __all__ = [
     "CodeTestsReward", "Grade", "MathAnswerReward", "Problem", "RestConfig", "RestResult", "Reward", "SandboxLimits",
-    "SandboxResult", "answers_equal", "canonical", "extract_answer", "generate_problems", "load_problems",
-    "load_rest_config", "make_reward", "normalize_answer", "register_reward", "run_estep", "run_eval", "run_mstep",
-    "run_python", "run_rest", "select_accepted", "split_problems", "stage_order",
+    "SandboxResult", "SandboxUnavailable", "answers_equal", "canonical", "extract_answer", "generate_problems",
+    "load_problems", "load_rest_config", "make_reward", "normalize_answer", "register_reward", "run_estep",
+    "run_eval", "run_mstep", "run_python", "run_rest", "run_tests", "select_accepted", "split_problems",
+    "stage_order",
 ]

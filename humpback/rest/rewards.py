@@ -17,12 +17,12 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from ..config import ConfigError, StrictModel, validate_config
 from .answers import answers_equal, canonical, extract_answer
 from .problems import Problem
-from .sandbox import SandboxLimits, run_python
+from .sandbox import SandboxLimits, SandboxResult, count_statements, require_isolation, run_python, run_tests
 
 
 @dataclass
@@ -108,9 +108,9 @@ def normalize_tests(tests: Any) -> tuple[str, Any]:
         except json.JSONDecodeError:
             if not tests.strip():
                 raise ValueError("tests is empty")
-            return "assert", tests
+            return "assert", _checked_asserts(tests)
         if isinstance(tests, str):
-            return "assert", tests
+            return "assert", _checked_asserts(tests)
     if isinstance(tests, dict) and "inputs" in tests and "outputs" in tests:  # APPS: {"inputs": [], "outputs": []}
         ins, outs = tests["inputs"], tests["outputs"]
         if not isinstance(ins, list) or not isinstance(outs, list) or len(ins) != len(outs):
@@ -124,6 +124,16 @@ def normalize_tests(tests: Any) -> tuple[str, Any]:
             cases.append((_as_text(t.get("input", "")), _as_text(t["output"])))
         return "io", cases
     raise ValueError("tests must be assert code (a string), a list of {input, output}, or {inputs, outputs}")
+
+
+def _checked_asserts(source: str) -> str:
+    try:
+        n = count_statements(source)
+    except SyntaxError as e:
+        raise ValueError(f"assert tests are not valid Python: {e.msg} (line {e.lineno})") from None
+    if n == 0:
+        raise ValueError("assert tests have no statements")
+    return source
 
 
 def _as_text(value: Any) -> str:
@@ -140,7 +150,11 @@ def outputs_match(got: str, expected: str) -> bool:
 
 
 class CodeTestsReward(Reward):
-    """1 when the program passes every test, run in a sandboxed subprocess (never in this process)."""
+    """1 when the program passes every test, each run in a bubblewrap sandbox (humpback.rest.sandbox).
+
+    Constructing it checks that the sandbox works here and raises ``SandboxUnavailable`` (a ConfigError)
+    where it does not: model-written code is never run without OS-level isolation.
+    """
 
     name = "code-tests"
 
@@ -149,14 +163,28 @@ class CodeTestsReward(Reward):
         cpu_s: int = Field(5, ge=1)
         memory_mb: int = Field(512, ge=64)
         output_bytes: int = Field(1024 * 1024, ge=1024)
+        max_processes: int = Field(32, ge=4)  # processes + threads in one sandbox (its init and harness too)
+        disk_mb: int = Field(64, ge=1)  # the sandbox's only writable place, a tmpfs
         workers: int = Field(2, ge=1)  # sandboxes run at once
-        unshare_network: bool = True
+        unshare_network: bool = True  # kept so old configs load; the sandbox never has a network
         max_tests: int | None = Field(None, ge=1)  # grade on the first N io tests only
+
+        @field_validator("unshare_network")
+        @classmethod
+        def _network_is_never_shared(cls, v: bool) -> bool:
+            if not v:
+                raise ValueError("code-tests always runs without a network (bwrap --unshare-net); "
+                                 "remove unshare_network")
+            return v
+
+    def __init__(self, options: StrictModel | None = None) -> None:
+        super().__init__(options)
+        require_isolation()
 
     def limits(self) -> SandboxLimits:
         o = self.options
         return SandboxLimits(timeout_s=o.timeout_s, cpu_s=o.cpu_s, memory_mb=o.memory_mb,
-                             output_bytes=o.output_bytes, unshare_network=o.unshare_network)
+                             output_bytes=o.output_bytes, max_processes=o.max_processes, disk_mb=o.disk_mb)
 
     def check_problem(self, problem: Problem) -> str | None:
         if problem.tests is None:
@@ -174,16 +202,17 @@ class CodeTestsReward(Reward):
         kind, tests = normalize_tests(problem.tests)
         limits = self.limits()
         if kind == "assert":
-            res = run_python(code + "\n\n" + tests + "\n", limits=limits)
+            # the verdict is the harness's nonce-bearing line, never the exit status (see sandbox.py)
+            res = run_tests(code, tests, limits)
             if res.ok:
-                return Grade(1.0, code, None, "passed asserts")
-            return Grade(0.0, code, None, f"asserts {res.status}: {_last_line(res.stderr)}")
+                return Grade(1.0, code, None, f"passed {res.passed} asserts")
+            return Grade(0.0, code, None, f"asserts {res.status}: {_why(res)}")
         if self.options.max_tests:
             tests = tests[: self.options.max_tests]
         for i, (stdin, expected) in enumerate(tests):
             res = run_python(code, stdin, limits)
             if not res.ok:
-                return Grade(0.0, code, None, f"test {i} {res.status}: {_last_line(res.stderr)}")
+                return Grade(0.0, code, None, f"test {i} {res.status}: {_why(res)}")
             if not outputs_match(res.stdout, expected):
                 return Grade(0.0, code, None, f"test {i} wrong output")
         return Grade(1.0, code, None, f"passed {len(tests)} tests")
@@ -193,6 +222,10 @@ class CodeTestsReward(Reward):
             return super().grade_many(items)
         with ThreadPoolExecutor(self.options.workers) as pool:  # each grade waits on subprocesses
             return list(pool.map(lambda cp: self.grade(*cp), items))
+
+
+def _why(res: SandboxResult) -> str:
+    return (res.detail or _last_line(res.stderr))[:200]
 
 
 def _last_line(text: str) -> str:
