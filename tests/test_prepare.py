@@ -7,9 +7,6 @@ import gzip
 import io
 import json
 import os
-import signal
-import subprocess
-import sys
 from pathlib import Path
 
 import pyarrow as pa
@@ -22,7 +19,6 @@ from humpback.corpus.config import SegmentConfig, load_prepare_config
 from humpback.corpus.dedup import normalise_for_exact
 from humpback.corpus.readers import looks_like_html
 from humpback.corpus.segment import SegmentRules, segment_document
-from humpback.faults import ENV as FAULT_ENV
 from humpback.records import SEGMENT_SCHEMA
 
 REPO = Path(__file__).resolve().parents[1]
@@ -561,80 +557,6 @@ def test_rerun_of_a_finished_run_does_nothing(corpus):
     ids = sorted(pq.read_table(corpus["out"] / "segments").column("segment_id").to_pylist())
     assert ids == sorted(r["segment_id"] for r in corpus["rows"])
     assert again.stats["segments"] == corpus["stats"]["segments"]
-
-
-# --- resume after kill -9 -----------------------------------------------------------------------------------
-
-
-def _resume_corpus(root: Path) -> Path:
-    """Four JSONL shards of HTML pages and markdown documents, so that four tasks each have real work."""
-    topics = [
-        TOMATO_SECTIONS,
-        BREAD_SECTIONS,
-        SOFTWARE_README,
-        {"Brewing coffee": COFFEE, "Brewing tea": TEA},
-        {"Chain care": BIKE, "Honey bees": BEES, "A first night in a tent": CAMPING},
-    ]
-    src = root / "shards"
-    src.mkdir()
-    for shard in range(4):
-        with open(src / f"part-{shard}.jsonl", "w", encoding="utf-8") as f:
-            for i in range(12):
-                # numbered headings make every document different; the sections repeat, so dedup has work too
-                sections = {
-                    f"{h} ({shard}.{i})": p for h, p in topics[(shard * 12 + i) % len(topics)].items()
-                }
-                text = (
-                    html_page(f"Page {shard}.{i}", sections)
-                    if i % 3
-                    else markdown_doc(f"Doc {shard}.{i}", sections)
-                )
-                f.write(json.dumps({"id": f"{shard}-{i}", "text": text}) + "\n")
-    return src
-
-
-def _prepare_cmd(src: Path, out: Path) -> list[str]:
-    return [
-        sys.executable,
-        "-m",
-        "humpback",
-        "prepare",
-        str(src),
-        "--output",
-        str(out),
-        "--tasks",
-        "4",
-        "--workers",
-        "1",
-        "--no-progress",
-    ]
-
-
-def test_kill_9_then_rerun_gives_the_uninterrupted_result(tmp_path):
-    src = _resume_corpus(tmp_path)
-    env = dict(os.environ, PYTHONPATH=str(REPO))
-    reference = tmp_path / "reference"
-    subprocess.run(_prepare_cmd(src, reference), check=True, env=env, capture_output=True, timeout=180)
-    expected = pq.read_table(reference / "segments").column("segment_id").to_pylist()
-    assert len(expected) >= 10
-
-    out = tmp_path / "killed"
-    # killed by an injected fault once the second of four tasks has written its shard: task 0 is complete
-    killed = subprocess.run(_prepare_cmd(src, out), env={**env, FAULT_ENV: "prepare.shard_written@2"},
-                            capture_output=True, timeout=180, start_new_session=True)
-    assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
-    completions = out / "logs" / "1-segment" / "completions"
-    assert len(list(completions.iterdir())) == 1
-    assert not (out / "segments").exists() and not (out / "stats.json").exists()  # nothing half-published
-
-    resumed = subprocess.run(_prepare_cmd(src, out), env=env, capture_output=True, text=True, timeout=180)
-    assert resumed.returncode == 0, resumed.stderr[-2000:]
-    stats = json.loads((out / "stats.json").read_text())
-    assert stats["resumed"] is True and "1-segment" in stats["stages_run"]
-    got = pq.read_table(out / "segments").column("segment_id").to_pylist()
-    assert len(got) == len(set(got))
-    assert set(got) == set(expected)
-    assert stats["segments"] == json.loads((reference / "stats.json").read_text())["segments"]
 
 
 def test_limit_and_a_run_where_nothing_survives(tmp_path):

@@ -7,10 +7,6 @@ than two fighting over cores.
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
-import sys
 from pathlib import Path
 
 import pyarrow as pa
@@ -18,7 +14,6 @@ import pyarrow.parquet as pq
 import pytest
 
 from humpback.config import ConfigError, EngineConfig, load_config
-from humpback.faults import ENV as FAULT_ENV
 from humpback.models import resolve
 from humpback.records import RecordError, read_rows
 from humpback.train import (
@@ -32,7 +27,7 @@ from humpback.train import (
     train_forward,
 )
 from humpback.training.data import forward_examples, load_augmented, load_seed
-from humpback.training.sft import build_trainer, complete_checkpoints
+from humpback.training.sft import build_trainer
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -296,38 +291,6 @@ def test_lora_model_loads_in_the_engine(tiny_model_dir, seed_file, tmp_path, sav
     [res] = engine.generate([GenerationRequest(messages=backward_messages("Hello."), temperature=0.0,
                                                max_tokens=3)])
     assert res.completion_tokens[0] >= 1
-
-
-def test_kill_9_then_rerun_resumes_from_the_checkpoint(tiny_model_dir, seed_file, tmp_path):
-    out = tmp_path / "resumed"
-    cfg = tmp_path / "train.yaml"
-    cfg.write_text("learning_rate: 1.0e-3\ndropout: 0.0\nthreads: 1\nsave_steps: 5\nlogging_steps: 1\n"
-                   "batch_size: 2\n")
-    cmd = [sys.executable, "-m", "humpback", "train", "backward", "--seed", str(seed_file), "--base",
-           tiny_model_dir, "--output", str(out), "--config", str(cfg), "--max-steps", "40"]
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
-    checkpoints = out.with_name(out.name + ".partial") / "checkpoints"
-
-    # killed by an injected fault once the first checkpoint (step 5) is complete
-    killed = subprocess.run(cmd, env={**env, FAULT_ENV: "train.checkpoint_saved"}, cwd=REPO, capture_output=True,
-                            text=True, timeout=300, start_new_session=True)
-    assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
-    assert not out.exists()  # nothing published by the killed run
-    step = complete_checkpoints(checkpoints)[-1][0]
-    assert step == 5
-
-    rerun = subprocess.run(cmd, env=env, cwd=REPO, capture_output=True, text=True, timeout=300)
-    assert rerun.returncode == 0, rerun.stderr[-3000:]
-    assert f"checkpoint-{step} (step {step})" in rerun.stderr
-    summary = json.loads((out / "humpback_train.json").read_text())
-    res = summary["results"]
-    assert res["resumed_from_step"] == step and res["global_step"] == 40
-    assert res["steps_this_process"] == 40 - step  # continued, not restarted
-    logged = [e["step"] for e in summary["log_history"] if "loss" in e]
-    assert logged == list(range(1, 41))  # the curve spans both processes
-
-    third = subprocess.run(cmd, env=env, cwd=REPO, capture_output=True, text=True, timeout=300)
-    assert third.returncode == 0 and "nothing to do" in third.stdout
 
 
 @pytest.mark.slow

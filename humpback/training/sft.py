@@ -524,18 +524,31 @@ def _run_training(
         write_parquet([{"messages": ex.messages, "origin": ex.origin} for ex in examples], work / TRAIN_DATA,
                       "training")
 
+        final = work / "final"
+        assembled = _finished_summary(final, fingerprint)
+        if assembled is not None:  # killed between assembling the model and publishing it
+            log.info("publishing the model already assembled in %s", final)
+            _publish(final, output)
+            shutil.rmtree(work, ignore_errors=True)
+            return TrainResult(output, False, assembled)
+
         checkpoint_dir = work / CHECKPOINTS
         latest = _latest_checkpoint(checkpoint_dir)
         trainer, progress = build_trainer(examples, resolved, config, checkpoint_dir, tokenizer)
-        if latest:
-            log.info("resuming from %s (step %d)", latest[1], latest[0])
-        else:
-            log.info("training %s model on %d examples from %s", kind, len(examples), config.base_model)
         started = time.perf_counter()
-        train_output = trainer.train(resume_from_checkpoint=str(latest[1]) if latest else None)
+        if latest and _is_last(latest[1]):
+            # transformers trains one step more when resumed from the checkpoint of its last step, so the weights
+            # of that checkpoint are taken as they are
+            log.info("the last step's checkpoint %s is complete: no training left", latest[1])
+            train_output = _load_finished_checkpoint(trainer, latest[1])
+        else:
+            if latest:
+                log.info("resuming from %s (step %d)", latest[1], latest[0])
+            else:
+                log.info("training %s model on %d examples from %s", kind, len(examples), config.base_model)
+            train_output = trainer.train(resume_from_checkpoint=str(latest[1]) if latest else None)
         runtime = time.perf_counter() - started
 
-        final = work / "final"
         shutil.rmtree(final, ignore_errors=True)
         saved_as = _save_model(trainer, tokenizer, config, resolved, final)
         shutil.copy2(work / TRAIN_DATA, final / TRAIN_DATA)
@@ -546,9 +559,7 @@ def _run_training(
         # The marker goes in last: a folder with it is a complete training.
         write_json(summary, final / MARKER)
         fault_point("train.before_publish")
-        if output.exists():
-            output.rmdir()  # empty (checked above); os.replace cannot replace a non-empty folder
-        os.replace(final, output)
+        _publish(final, output)
     finally:
         lock.release()
     if config.keep_checkpoints:
@@ -557,6 +568,36 @@ def _run_training(
         shutil.rmtree(work, ignore_errors=True)
     log.info("saved %s model to %s (final loss %s)", kind, output, summary["results"]["final_loss"])
     return TrainResult(output, False, summary)
+
+
+def _publish(final: Path, output: Path) -> None:
+    if output.exists():
+        output.rmdir()  # empty (checked before training); os.replace cannot replace a non-empty folder
+    os.replace(final, output)
+
+
+def _finished_summary(final: Path, fingerprint: dict[str, Any]) -> Optional[dict[str, Any]]:
+    """The summary of a model completely assembled in ``final`` for this very training, else None."""
+    try:
+        summary = json.loads((final / MARKER).read_text())
+    except (OSError, ValueError):
+        return None
+    return summary if summary.get("fingerprint") == fingerprint else None
+
+
+def _is_last(checkpoint: Path) -> bool:
+    state = json.loads((checkpoint / "trainer_state.json").read_text())
+    return 0 < state.get("max_steps", 0) <= state.get("global_step", 0)
+
+
+def _load_finished_checkpoint(trainer, checkpoint: Path):
+    from transformers.trainer_callback import TrainerState
+    from transformers.trainer_utils import TrainOutput
+
+    trainer._load_from_checkpoint(str(checkpoint))
+    trainer.state = TrainerState.load_from_json(str(checkpoint / "trainer_state.json"))
+    losses = [e["loss"] for e in trainer.state.log_history if "loss" in e]
+    return TrainOutput(trainer.state.global_step, sum(losses) / len(losses) if losses else float("nan"), {})
 
 
 def _save_model(trainer, tokenizer, config: TrainConfig, resolved: ResolvedModel, final: Path) -> str:
