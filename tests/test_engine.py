@@ -54,6 +54,16 @@ def test_batched_sampling_equals_one_by_one(tiny_model_dir):
     assert [r.texts for r in batched.generate(reqs)] == [r.texts for r in single.generate(reqs)]
 
 
+def test_shared_prompt_prefill_equals_one_by_one(tiny_model_dir):
+    # n samples of a request are prefilled once and their KV rows repeated: greedy, each of the n copies must
+    # equal the request run alone with n=1
+    batched = TransformersEngine(tiny_model_dir, EngineConfig(dtype="float32", batch_size=8, progress=False))
+    single = TransformersEngine(tiny_model_dir, EngineConfig(dtype="float32", batch_size=1, progress=False))
+    out_b = batched.generate(_raw(PROMPTS[:3], temperature=0.0, max_tokens=12, n=3))
+    out_s = single.generate(_raw(PROMPTS[:3], temperature=0.0, max_tokens=12, n=1))
+    assert [r.texts for r in out_b] == [r.texts * 3 for r in out_s]
+
+
 def test_greedy_matches_hf_generate(tiny_engine):
     tok, model = tiny_engine.tokenizer, tiny_engine.model
     prompt = PROMPTS[1]

@@ -218,20 +218,34 @@ class TransformersEngine(Engine):
         return s.finish is not None
 
     def _prefill(self, batch: list[_Seq]):
-        width = max(len(s.prompt_ids) for s in batch)
-        ids = torch.full((len(batch), width), self.pad_id, dtype=torch.long)
-        mask = torch.zeros((len(batch), width), dtype=torch.long)
-        for row, s in enumerate(batch):
+        # The n samples of a request (best-of-k candidates) share their prompt: it is prefilled once and its
+        # KV rows are repeated, which makes sampling k candidates cost little more than one.
+        first: dict[tuple[int, ...], int] = {}
+        unique: list[_Seq] = []
+        for s in batch:
+            key = tuple(s.prompt_ids)
+            if key not in first:
+                first[key] = len(unique)
+                unique.append(s)
+            s.next_pos = len(s.prompt_ids)
+        width = max(len(s.prompt_ids) for s in unique)
+        ids = torch.full((len(unique), width), self.pad_id, dtype=torch.long)
+        mask = torch.zeros((len(unique), width), dtype=torch.long)
+        for row, s in enumerate(unique):
             n = len(s.prompt_ids)
             ids[row, width - n:] = torch.tensor(s.prompt_ids)
             mask[row, width - n:] = 1
-            s.next_pos = n
         pos = (mask.cumsum(-1) - 1).clamp(min=0)
         from transformers import DynamicCache
 
         cache = DynamicCache(config=self.model.config)
         out = self._forward(ids, mask, pos, cache)
-        return out.logits[:, -1, :], out.past_key_values, mask
+        logits, cache = out.logits[:, -1, :], out.past_key_values
+        if len(unique) < len(batch):
+            rows = torch.tensor([first[tuple(s.prompt_ids)] for s in batch], dtype=torch.long)
+            cache.batch_select_indices(rows.to(self.device))
+            logits, mask = logits[rows.to(logits.device)], mask[rows]
+        return logits, cache, mask
 
     @staticmethod
     def _layers(cache) -> list:
