@@ -114,26 +114,73 @@ def test_eval_scorer_auroc_agreement_histograms_and_cache(tmp_path, tiny_model_d
     pairs = _pairs_file(tmp_path)
     specs = parse_scorer_specs(["pmi", "rubric"], tiny_model_dir)
     out = tmp_path / "out"
-    summary = evaluate_scorers(pairs, specs, out, sample=6, config=CFG)
+    corpus = tmp_path / "corpus.jsonl"
+    write_jsonl([{"text": f"A page about {topic}, written as a page: see the links below for more."}
+                 for topic in ("the sea", "hash tables", "sleep", "eggs", "planets", "French", "Hamlet", "Tokyo")],
+                corpus)
+    summary = evaluate_scorers(pairs, specs, out, sample=6, config=CFG, corpus=str(corpus))
     assert summary["n"] == 6 and summary["pairs_available"] == 8
+    assert summary["negatives"] == ["shuffled", "neighbor", "truncated", "boilerplate", "web-voice"]
+    saved = json.loads((out / "scorer_eval.json").read_text())
     for label in ("pmi@tiny-llama", "rubric@tiny-llama"):
-        s = summary["scorers"][label]
+        s = saved["scorers"][label]
         assert 0.0 <= s["auroc"] <= 1.0
         assert s["auroc_ci"] is None or s["auroc_ci"][0] <= s["auroc"] <= s["auroc_ci"][1]
+        assert set(s["negatives"]) == set(summary["negatives"])
+        assert s["negatives"]["shuffled"]["auroc"] == s["auroc"]  # the top-level figure is the shuffled one
+        for kind, k in s["negatives"].items():
+            assert 0.0 <= k["auroc"] <= 1.0 and k["n"] == 6, kind
     assert sum(summary["scorers"]["rubric@tiny-llama"]["scores_real"].values()) == 6
     [agreement] = summary["agreement"]
     assert agreement["a"] == "pmi@tiny-llama" and agreement["n"] == 6
     rows = [json.loads(line) for line in (out / "scores.jsonl").read_text().splitlines()]
     assert len(rows) == 6 and all(r["instruction"] != r["shuffled_instruction"] for r in rows)
     assert (out / "scorer_hist.png").stat().st_size > 1000
-    assert "AUROC real vs shuffled" in format_scorer_summary(summary)
+    table = format_scorer_summary(summary)
+    assert "web-voice" in table and "boilerplate" in table
 
     # every model call is cached: a rerun needs no model at all and gives the same numbers
     from humpback.evaluate import scorer as scorer_module
 
     monkeypatch.setattr(scorer_module, "load_engine", lambda *a, **k: pytest.fail("model loaded on a cached rerun"))
-    again = evaluate_scorers(pairs, [s for s in specs if s.kind == "pmi"], out, sample=6, config=CFG)
+    again = evaluate_scorers(pairs, [s for s in specs if s.kind == "pmi"], out, sample=6, config=CFG,
+                             corpus=str(corpus))
     assert again["scorers"]["pmi@tiny-llama"]["auroc"] == summary["scorers"]["pmi@tiny-llama"]["auroc"]
+
+
+def test_negatives_are_deterministic_real_and_never_the_pairs_own_output():
+    from humpback.config import ConfigError
+    from humpback.evaluate.negatives import boilerplate_snippets, build_negatives, parse_kinds, truncate
+
+    pairs = [{"pair_id": f"p{i}", "instruction": a, "output": b} for i, (a, b) in enumerate(PAIRS)]
+    corpus = ["The sea is a large body of salt water. Tides come twice a day.",
+              "Hash functions map keys to buckets; collisions are resolved by chaining.",
+              PAIRS[0][1]]  # a copy of a pair's own output must never be its web-voice negative
+    kinds = parse_kinds(None, have_corpus=True)
+    a = build_negatives(pairs, kinds, seed=3, corpus=corpus)
+    b = build_negatives(pairs, kinds, seed=3, corpus=corpus)
+    assert a == b and set(a) == set(kinds)
+    snippets = set(boilerplate_snippets())
+    for i, p in enumerate(pairs):
+        assert a["shuffled"][i]["instruction"] != p["instruction"] and a["shuffled"][i]["output"] == p["output"]
+        for kind in ("neighbor", "truncated", "boilerplate", "web-voice"):
+            assert a[kind][i]["instruction"] == p["instruction"] and a[kind][i]["output"] != p["output"], kind
+        assert a["neighbor"][i]["output"] in {q["output"] for q in pairs}
+        assert a["truncated"][i]["output"] and p["output"].startswith(a["truncated"][i]["output"])
+        assert all(piece in snippets for piece in a["boilerplate"][i]["output"].split("\n\n"))
+        assert a["web-voice"][i]["output"] in corpus
+    assert a["web-voice"][0]["output"] != PAIRS[0][1]
+    assert build_negatives(pairs, ["boilerplate"], seed=4)["boilerplate"] != a["boilerplate"]
+    assert len(snippets) >= 30
+    assert truncate("First sentence here. " + "More words follow in a long second part. " * 5) == "First sentence here."
+    long_first = "word " * 100
+    assert len(truncate(long_first)) <= 0.15 * len(long_first.strip()) + 1
+    assert parse_kinds(None, have_corpus=False) == ["shuffled", "neighbor", "truncated", "boilerplate"]
+    assert parse_kinds("truncated", have_corpus=False) == ["shuffled", "truncated"]
+    with pytest.raises(ConfigError, match="needs --corpus"):
+        parse_kinds("web-voice", have_corpus=False)
+    with pytest.raises(ConfigError, match="unknown kind"):
+        parse_kinds("bogus", have_corpus=True)
 
 
 def test_parse_scorer_specs_errors():

@@ -75,10 +75,18 @@ def eval_group() -> None:
               help="auto | rubric | rubric-generate | pmi, optionally KIND@MODEL; repeat to compare scorers "
                    "(Spearman agreement). Default: auto.")
 @click.option("--sample", type=int, default=200, show_default=True, help="Pairs sampled (-1: all).")
+@click.option("--negatives", default=None,
+              help="Comma list of negative kinds: shuffled, neighbor, truncated, boilerplate, web-voice "
+                   "[all that the inputs allow; web-voice needs --corpus].")
+@click.option("--corpus", default=None,
+              help="Segments on the same topics as PAIRS (a `humpback prepare` output or JSONL/Parquet with text), "
+                   "for the web-voice negatives.")
 @click.option("--output", "-o", default=None, help="Output folder [RUN/eval/scorer or ./eval/scorer].")
 @_common
-def scorer_cmd(pairs, model, scorers, sample, output, config_path, bootstrap, seed, dtype, batch_size) -> None:
-    """AUROC of each scorer on real PAIRS vs the same pairs with shuffled instructions, with bootstrap CIs.
+def scorer_cmd(pairs, model, scorers, sample, negatives, corpus, output, config_path, bootstrap, seed, dtype,
+               batch_size) -> None:
+    """AUROC of each scorer on real PAIRS vs typed negatives built from real material (shuffled instructions,
+    a neighbouring pair's output, truncated outputs, page furniture, same-topic web segments), with bootstrap CIs.
 
     PAIRS is a run directory (its candidate pairs), an augment output, or any JSONL/Parquet file or folder
     with instruction and output fields.
@@ -90,7 +98,7 @@ def scorer_cmd(pairs, model, scorers, sample, output, config_path, bootstrap, se
     out = output or default_output([pairs], "scorer")
     with _writing(out):
         summary = evaluate_scorers(pairs, specs, out, sample=None if sample < 0 else sample, config=cfg,
-                                   scorer_config=cfg.scorer)
+                                   scorer_config=cfg.scorer, negatives=negatives, corpus=corpus)
     click.echo(format_scorer_summary(summary))
 
 

@@ -20,7 +20,7 @@ import numpy as np
 
 from ..config import ConfigError
 from ..records import write_jsonl
-from ..scorers import SCORERS, ScorerConfig, make_scorer, shuffled_pairs
+from ..scorers import SCORERS, ScorerConfig, make_scorer
 from .common import (
     EvalConfig,
     auroc,
@@ -90,9 +90,13 @@ def evaluate_scorers(
     sample: int | None = 200,
     config: EvalConfig | None = None,
     scorer_config: ScorerConfig | None = None,
+    negatives: str | Sequence[str] | None = None,
+    corpus: str | None = None,
 ) -> dict:
-    """Score a sample of real and shuffled pairs with each scorer; write scorer_eval.json, scores.jsonl and
-    scorer_hist.png into ``output`` and return the summary."""
+    """Score a sample of real pairs and of each kind of typed negative (:mod:`humpback.evaluate.negatives`) with
+    each scorer; write scorer_eval.json, scores.jsonl and scorer_hist.png into ``output``; return the summary."""
+    from .negatives import build_negatives, parse_kinds, read_corpus_segments
+
     cfg = config or EvalConfig()
     base_scorer = scorer_config or ScorerConfig()
     out = Path(output)
@@ -101,14 +105,16 @@ def evaluate_scorers(
     chosen = sample_items(items, sample, cfg.seed)
     if len(chosen) < 2:
         raise ConfigError(f"{source}: {len(chosen)} pair(s); the shuffled comparison needs at least 2")
+    kinds = parse_kinds(negatives, corpus is not None)
     real = [it.as_pair() for it in chosen]
-    fake = shuffled_pairs(real, seed=cfg.seed)
+    segments = read_corpus_segments(corpus, seed=cfg.seed) if corpus else None
+    negs = build_negatives(real, kinds, seed=cfg.seed, corpus=segments)
     ids = [p["pair_id"] for p in real]
-    log.warning("eval scorer: %d of %d pairs from %s, %d scorer(s) -> %s", len(real), len(items), source,
-                len(specs), out)
+    log.warning("eval scorer: %d of %d pairs from %s, negatives %s, %d scorer(s) -> %s", len(real), len(items),
+                source, ",".join(kinds), len(specs), out)
 
     per_scorer: dict[str, dict] = {}
-    values: dict[str, tuple[list, list]] = {}
+    values: dict[str, dict[str, list]] = {}
     rows_real: dict[str, list[dict]] = {}
     for spec in specs:
         state: dict = {}
@@ -124,9 +130,10 @@ def evaluate_scorers(
         if kind == "auto":  # resolving needs the model's size, so the model is loaded anyway
             kind = scorer_for().kind
         scfg = base_scorer.model_copy(update={"kind": kind})
-        key = fingerprint([model_key(spec.model), scfg.model_dump(), cfg.seed, ids])
         results = {}
-        for name, batch in (("real", real), ("shuffled", fake)):
+        for name, batch in (("real", real), *negs.items()):
+            key = fingerprint([model_key(spec.model), scfg.model_dump(), cfg.seed, ids,
+                               [[b["instruction"], b["output"]] for b in batch]])
             results[name] = cached_chunks(
                 out / ".work" / f"{kind}-{key}-{name}", ids,
                 lambda idx, batch=batch: scorer_for().score([batch[i] for i in idx]),
@@ -135,15 +142,13 @@ def evaluate_scorers(
             release(state.pop("engine"))
             state.clear()
         cont = SCORERS[kind].continuous
-        r_vals = [cont(r) for r in results["real"]]
-        f_vals = [cont(r) for r in results["shuffled"]]
-        values[spec.label] = (r_vals, f_vals)
+        values[spec.label] = {name: [cont(r) for r in rows] for name, rows in results.items()}
         rows_real[spec.label] = results["real"]
-        per_scorer[spec.label] = _scorer_summary(spec, kind, results, r_vals, f_vals, cfg)
+        per_scorer[spec.label] = _scorer_summary(spec, kind, results, values[spec.label], cfg)
 
     agreement = []
     for a, b in itertools.combinations(values, 2):
-        xa, xb = values[a][0], values[b][0]
+        xa, xb = values[a]["real"], values[b]["real"]
         rho = spearman(xa, xb)
         ci = bootstrap_ci(lambda idx, xa=xa, xb=xb: spearman([xa[i] for i in idx], [xb[i] for i in idx]), len(xa),
                           cfg.bootstrap, cfg.confidence, cfg.seed)
@@ -151,36 +156,44 @@ def evaluate_scorers(
 
     summary = {
         "command": "eval scorer", "pairs": str(source), "pairs_available": len(items), "n": len(real),
-        "seed": cfg.seed, "bootstrap": cfg.bootstrap, "confidence": cfg.confidence,
-        "scorers": per_scorer, "agreement": agreement, "scorer_config": base_scorer.model_dump(),
+        "seed": cfg.seed, "bootstrap": cfg.bootstrap, "confidence": cfg.confidence, "negatives": kinds,
+        "corpus": corpus, "scorers": per_scorer, "agreement": agreement, "scorer_config": base_scorer.model_dump(),
     }
     out.mkdir(parents=True, exist_ok=True)
     write_result(summary, out / "scorer_eval.json")
-    write_jsonl(_score_rows(real, fake, values, rows_real), out / "scores.jsonl")
-    _plot(values, per_scorer, out / "scorer_hist.png")
+    write_jsonl(_score_rows(real, negs, values, rows_real), out / "scores.jsonl")
+    _plot(values, per_scorer, kinds, out / "scorer_hist.png")
     summary["files"] = {k: str(out / f) for k, f in (("summary", "scorer_eval.json"), ("scores", "scores.jsonl"),
                                                       ("histograms", "scorer_hist.png"))}
     return summary
 
 
-def _scorer_summary(spec: ScorerSpec, kind: str, results: dict, r_vals: list, f_vals: list,
-                    cfg: EvalConfig) -> dict:
+def _scorer_summary(spec: ScorerSpec, kind: str, results: dict, vals: dict[str, list], cfg: EvalConfig) -> dict:
+    r_vals = vals["real"]
     n = len(r_vals)
-    value = auroc(r_vals, f_vals)
-    ci = bootstrap_ci(lambda idx: auroc([r_vals[i] for i in idx], [f_vals[i] for i in idx]), n,
-                      cfg.bootstrap, cfg.confidence, cfg.seed)
+    per_kind = {}
+    for name, f_vals in vals.items():
+        if name == "real":
+            continue
+        value = auroc(r_vals, f_vals)
+        ci = bootstrap_ci(lambda idx, f_vals=f_vals: auroc([r_vals[i] for i in idx], [f_vals[i] for i in idx]), n,
+                          cfg.bootstrap, cfg.confidence, cfg.seed)
+        present = [v for v in f_vals if v is not None]
+        per_kind[name] = {"auroc": value, "auroc_ci": ci, "mean": float(np.mean(present)) if present else None,
+                          "null": len(f_vals) - len(present), "n": len(f_vals),
+                          "histogram": histogram(f_vals)}
     present = [v for v in r_vals if v is not None]
-    present_f = [v for v in f_vals if v is not None]
+    shuffled = per_kind["shuffled"]
     info = {
-        "kind": kind, "model": spec.model, "auroc": value, "auroc_ci": ci,
-        "mean_real": float(np.mean(present)) if present else None,
-        "mean_shuffled": float(np.mean(present_f)) if present_f else None,
-        "null_real": n - len(present), "null_shuffled": len(f_vals) - len(present_f),
-        "value": {"pmi": "pmi (nats/token)", "rubric": "expected score",
-                  "rubric-generate": "parsed score"}[kind],
-        "histogram_real": histogram(r_vals), "histogram_shuffled": histogram(f_vals),
+        "kind": kind, "model": spec.model, "auroc": shuffled["auroc"], "auroc_ci": shuffled["auroc_ci"],
+        "mean_real": float(np.mean(present)) if present else None, "mean_shuffled": shuffled["mean"],
+        "null_real": n - len(present), "null_shuffled": shuffled["null"],
+        "value": VALUE_NAMES.get(kind, "score"),
+        "histogram_real": histogram(r_vals), "histogram_shuffled": shuffled["histogram"],
+        "negatives": per_kind,
+        "min_negative_auroc": min((v["auroc"] for v in per_kind.values() if v["auroc"] is not None), default=None),
     }
-    if kind != "pmi":  # the 1-5 scores themselves, nulls (unparseable answers) counted
+    if kind not in ("pmi", "humpback"):  # the 1-5 scores themselves, nulls (unparseable answers) counted
         for name in ("real", "shuffled"):
             counts = {str(k): 0 for k in range(1, 6)} | {"null": 0}
             for row in results[name]:
@@ -189,52 +202,59 @@ def _scorer_summary(spec: ScorerSpec, kind: str, results: dict, r_vals: list, f_
     return info
 
 
-def _score_rows(real, fake, values, rows_real):
-    for i, (p, f) in enumerate(zip(real, fake)):
-        row = {"pair_id": p["pair_id"], "instruction": p["instruction"], "shuffled_instruction": f["instruction"]}
-        for label, (r_vals, f_vals) in values.items():
-            row[f"{label}:real"] = r_vals[i]
-            row[f"{label}:shuffled"] = f_vals[i]
+VALUE_NAMES = {"pmi": "pmi (nats/token)", "rubric": "expected score", "rubric-generate": "parsed score",
+               "humpback": "relevance + style (z units)"}
+
+
+def _score_rows(real, negs, values, rows_real):
+    for i, p in enumerate(real):
+        row = {"pair_id": p["pair_id"], "instruction": p["instruction"]}
+        for kind, batch in negs.items():
+            if kind == "shuffled":
+                row["shuffled_instruction"] = batch[i]["instruction"]
+        for label, by_kind in values.items():
+            for name, vals in by_kind.items():
+                row[f"{label}:{name}"] = vals[i]
             rat = rows_real[label][i].get("rationale")
             if rat:
                 row[f"{label}:rationale"] = rat
         yield row
 
 
-def _plot(values: dict, per_scorer: dict, path: Path) -> None:
+def _plot(values: dict, per_scorer: dict, kinds: Sequence[str], path: Path) -> None:
     plt = pyplot()
-    n = len(values)
-    fig, axes = plt.subplots(1, n, figsize=(4.2 * n, 3.2), squeeze=False)
-    for ax, (label, (r_vals, f_vals)) in zip(axes[0], values.items()):
-        r = [v for v in r_vals if v is not None]
-        f = [v for v in f_vals if v is not None]
-        if r or f:
-            lo, hi = min(r + f), max(r + f)
-            bins = np.linspace(lo, hi if hi > lo else lo + 1, 21)
-            ax.hist(r, bins=bins, alpha=0.6, label="real", color="#3a7")
-            ax.hist(f, bins=bins, alpha=0.6, label="shuffled", color="#d55")
-        s = per_scorer[label]
-        ax.set_title(f"{label}\nAUROC {fmt_ci(s['auroc'], s['auroc_ci'], 2)}", fontsize=9)
-        ax.set_xlabel(s["value"])
-        ax.set_ylabel("pairs")
-        ax.legend(fontsize=8)
+    rows, cols = len(values), len(kinds)
+    fig, axes = plt.subplots(rows, cols, figsize=(3.3 * cols, 2.8 * rows), squeeze=False)
+    for r, (label, by_kind) in enumerate(values.items()):
+        real = [v for v in by_kind["real"] if v is not None]
+        for c, kind in enumerate(kinds):
+            ax = axes[r][c]
+            neg = [v for v in by_kind[kind] if v is not None]
+            if real or neg:
+                lo, hi = min(real + neg), max(real + neg)
+                bins = np.linspace(lo, hi if hi > lo else lo + 1, 21)
+                ax.hist(real, bins=bins, alpha=0.6, label="real", color="#3a7")
+                ax.hist(neg, bins=bins, alpha=0.6, label=kind, color="#d55")
+            s = per_scorer[label]["negatives"][kind]
+            ax.set_title(f"{label}\nvs {kind}: AUROC {fmt_ci(s['auroc'], s['auroc_ci'], 2)}", fontsize=8)
+            ax.set_xlabel(per_scorer[label]["value"], fontsize=7)
+            ax.legend(fontsize=6)
     fig.tight_layout()
     save_figure(fig, path)
 
 
 def format_scorer_summary(summary: dict) -> str:
+    kinds = summary.get("negatives") or ["shuffled"]
     head = (f"{summary['n']} pairs (of {summary['pairs_available']}) from {summary['pairs']}, each also scored "
-            f"with a shuffled instruction; {int(summary['confidence'] * 100)}% bootstrap intervals "
-            f"({summary['bootstrap']} resamples)")
+            f"against typed negatives; AUROC real vs each kind, {int(summary['confidence'] * 100)}% bootstrap "
+            f"intervals ({summary['bootstrap']} resamples)")
     lines = [head, ""]
     width = max(len(k) for k in summary["scorers"]) + 2
-    lines.append(f"{'scorer':<{width}}{'AUROC real vs shuffled':<28}{'mean real':>11}{'mean shuffled':>15}"
-                 f"{'nulls':>7}")
+    lines.append(f"{'scorer':<{width}}" + "".join(f"{k:<24}" for k in kinds) + f"{'nulls':>6}")
     for label, s in summary["scorers"].items():
-        mr = "-" if s["mean_real"] is None else f"{s['mean_real']:.3f}"
-        ms = "-" if s["mean_shuffled"] is None else f"{s['mean_shuffled']:.3f}"
-        lines.append(f"{label:<{width}}{fmt_ci(s['auroc'], s['auroc_ci']):<28}{mr:>11}{ms:>15}"
-                     f"{s['null_real'] + s['null_shuffled']:>7}")
+        cells = "".join(f"{fmt_ci(s['negatives'][k]['auroc'], s['negatives'][k]['auroc_ci'], 2):<24}"
+                        for k in kinds)
+        lines.append(f"{label:<{width}}{cells}{s['null_real'] + s['null_shuffled']:>6}")
     for a in summary["agreement"]:
         lines.append(f"Spearman {a['a']} vs {a['b']} (real pairs): {fmt_ci(a['spearman'], a['ci'])}")
     if "files" in summary:
