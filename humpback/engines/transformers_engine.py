@@ -35,6 +35,9 @@ log = logging.getLogger(__name__)
 _DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}
 
 
+_NUCLEUS_SHORTLIST = 512
+
+
 def _seed_for(request_seed: Optional[int], request_index: int, sample_index: int) -> int:
     base = request_seed if request_seed is not None else request_index
     return (base * 1_000_003 + sample_index * 7919 + 17) % (2**63 - 1)
@@ -189,7 +192,12 @@ class TransformersEngine(Engine):
                 row_logits = row_logits.masked_fill(row_logits < kth, float("-inf"))
             probs = torch.softmax(row_logits, dim=-1)
             if s.top_p < 1.0:
-                sorted_probs, idx = torch.sort(probs, descending=True)
+                # The nucleus is almost always within the few hundred likeliest tokens: sorting those instead of
+                # the whole vocabulary made sampling ~3x cheaper for SmolLM2 (49k tokens); the full sort stays
+                # for the rare flat distribution whose nucleus is wider.
+                sorted_probs, idx = torch.topk(probs, min(_NUCLEUS_SHORTLIST, probs.numel()))
+                if float(sorted_probs.sum()) < s.top_p:
+                    sorted_probs, idx = torch.sort(probs, descending=True)
                 cum = torch.cumsum(sorted_probs, dim=-1)
                 # keep the smallest prefix whose mass reaches top_p (the first token always stays)
                 drop = (cum - sorted_probs) >= s.top_p
