@@ -291,7 +291,9 @@ def _run_stages(cfg: RunConfig, root: Path, config_path: str, start: Optional[st
                     path, str(lay.model("backward")), lay.eval / "backward" / name,
                     config=EvalConfig(engine=cfg.augment.engine.model_copy(update={"progress": False})),
                     augment=cfg.augment, settings=BackwardEvalConfig(sample=cfg.evaluate.backward_sample,
-                                                                     max_output_chars=cfg.evaluate.max_output_chars))
+                                                                     max_output_chars=cfg.evaluate.max_output_chars),
+                    scorer_engine=(cfg.augment.selection.engine or cfg.augment.engine).model_copy(
+                        update={"progress": False}))
                 print(format_backward_table(summary))
                 results[name] = {m: summary[m] for m in ("acceptance", "relevance_auroc", "relevance_auroc_human",
                                                          "recovery", "similarity")} | {

@@ -127,8 +127,12 @@ def evaluate_backward(
     config: EvalConfig | None = None,
     augment=None,
     settings: BackwardEvalConfig | None = None,
+    scorer_engine=None,
 ) -> dict:
-    """Evaluate backward model ``model`` on the human pairs in ``pairs``; returns the summary (also written)."""
+    """Evaluate backward model ``model`` on the human pairs in ``pairs``; returns the summary (also written).
+
+    ``config.engine`` runs the backward model; ``scorer_engine`` (an EngineConfig; default the same) the scoring
+    model: decoding wants large batches on a CPU, scoring smaller ones."""
     from ..augment import AugmentConfig, PairFilter, backward_requests, clean_instruction
     from ..models import base_model_of
     from ..scorers import conditional_logprobs, pmi_of
@@ -175,7 +179,8 @@ def evaluate_backward(
 
     def scorer():
         if "scorer" not in state:
-            state["scorer"] = load_engine(scorer_ref, cfg)
+            state["scorer"] = load_engine(scorer_ref, cfg if scorer_engine is None else
+                                          cfg.model_copy(update={"engine": scorer_engine}))
         return state["scorer"]
 
     def score_first(idx: list[int]) -> list[dict]:

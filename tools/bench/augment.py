@@ -2,9 +2,14 @@
 vs `engine.generate` alone on the same backward prompts, same sampling and seeds, model load included on
 both sides. Target: augment / engine >= 0.9.
 
+With ``--candidates 1,2,4`` it then measures best-of-k: segments/s of augment with k candidates per segment (k
+samples from the backward model, PMI of the accepted ones under the selection model) against k=1, on the same
+segments in one run. Give a trained backward model (``--model runs/quickstart/models/backward``) to measure what
+the quickstart does; ``--batch-size`` sets the generation batch (the quickstart uses 64).
+
 Segments come from the offline quickstart corpus (built and prepared into a temp folder).
 
-    .venv/bin/python tools/bench/augment.py [--segments 32] [--max-tokens 64]
+    .venv/bin/python tools/bench/augment.py [--segments 32] [--max-tokens 64] [--candidates 1,2,4]
 """
 
 from __future__ import annotations
@@ -28,6 +33,10 @@ def main() -> None:
     ap.add_argument("--model", default="smollm2-135m-instruct")
     ap.add_argument("--segments", type=int, default=32)
     ap.add_argument("--max-tokens", type=int, default=64)
+    ap.add_argument("--candidates", default=None, help="comma list of k for the best-of-k cost, e.g. 1,2,4")
+    ap.add_argument("--batch-size", type=int, default=16)
+    ap.add_argument("--selection-chars", type=int, default=600)
+    ap.add_argument("--skip-overhead", action="store_true", help="only the best-of-k measurement")
     args = ap.parse_args()
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -36,7 +45,12 @@ def main() -> None:
         run_prepare([str(tmp / "corpus.jsonl")], tmp / "prepared", overrides={"progress": False})
         segments = read_rows(tmp / "prepared" / "segments")[: args.segments]
         gen = GenerationConfig(max_tokens=args.max_tokens)
-        engine_cfg = EngineConfig(progress=False)
+        engine_cfg = EngineConfig(progress=False, batch_size=args.batch_size,
+                                  max_batch_tokens=max(16384, 512 * args.batch_size))
+        if args.candidates:
+            best_of_k(args, tmp, gen, engine_cfg, len(segments))
+        if args.skip_overhead:
+            return
 
         t0 = time.perf_counter()
         engine = make_engine(args.model, engine_cfg)
@@ -63,6 +77,21 @@ def main() -> None:
         print(f"engine.generate alone:  {n / t_engine:.3f} segments/s ({t_engine:.1f}s)")
         print(f"humpback augment:       {n / t_aug:.3f} segments/s ({t_aug:.1f}s)")
         print(f"ratio augment / engine: {t_engine / t_aug:.2f}  (target >= 0.9)")
+
+
+def best_of_k(args, tmp: Path, gen: GenerationConfig, engine_cfg: EngineConfig, n: int) -> None:
+    ks = [int(k) for k in args.candidates.split(",")]
+    rates = {}
+    for k in ks:
+        cfg = AugmentConfig(max_segments=n, generation=gen, engine=engine_cfg, candidates=k,
+                            selection={"max_output_chars": args.selection_chars, "engine": {"progress": False}})
+        t0 = time.perf_counter()
+        stats = run_augment(str(tmp / "prepared"), args.model, str(tmp / f"aug-k{k}"), cfg)
+        rates[k] = n / (time.perf_counter() - t0)
+        print(f"candidates={k}: {rates[k]:.3f} segments/s, wrote {stats['pairs_written']} of {n}, "
+              f"dropped {stats['dropped'] or 'none'}")
+    for k in ks:
+        print(f"  k={k}: {rates[k] / rates[ks[0]]:.2f}x the segments/s of k={ks[0]}")
 
 
 if __name__ == "__main__":
