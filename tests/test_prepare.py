@@ -723,3 +723,30 @@ def test_language_model_is_the_packaged_file_and_needs_no_download(monkeypatch):
     fr = Document(text=" ".join(FRENCH_SECTIONS["Le sol et la plantation"]), id="fr")
     assert f.filter(en) is True and en.metadata["lang"] == "en" and en.metadata["lang_score"] > 0.9
     assert f.filter(fr) == (False, "language") and fr.metadata["lang"] == "fr"
+
+
+def _resume_corpus(root: Path) -> Path:
+    """Four JSONL shards of HTML pages and markdown documents, so that four tasks each have real work."""
+    topics = [
+        TOMATO_SECTIONS,
+        BREAD_SECTIONS,
+        SOFTWARE_README,
+        {"Brewing coffee": COFFEE, "Brewing tea": TEA},
+        {"Chain care": BIKE, "Honey bees": BEES, "A first night in a tent": CAMPING},
+    ]
+    src = root / "shards"
+    src.mkdir()
+    for shard in range(4):
+        with open(src / f"part-{shard}.jsonl", "w", encoding="utf-8") as f:
+            for i in range(12):
+                # numbered headings make every document different; the sections repeat, so dedup has work too
+                sections = {
+                    f"{h} ({shard}.{i})": p for h, p in topics[(shard * 12 + i) % len(topics)].items()
+                }
+                text = (
+                    html_page(f"Page {shard}.{i}", sections)
+                    if i % 3
+                    else markdown_doc(f"Doc {shard}.{i}", sections)
+                )
+                f.write(json.dumps({"id": f"{shard}-{i}", "text": text}) + "\n")
+    return src

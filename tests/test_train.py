@@ -86,8 +86,8 @@ def test_prompt_helpers_tags_and_template():
     with pytest.raises(ValueError, match="unknown tag"):
         forward_messages("Hi", "wiki")
     [msg] = backward_messages("Some response text.")
-    assert msg["role"] == "user" and msg["content"].endswith("Some response text.")
-    assert "{{" not in msg["content"] and "Response:" in msg["content"]
+    assert msg["role"] == "user" and "<text>\nSome response text.\n</text>" in msg["content"]
+    assert "{{" not in msg["content"] and msg["content"].rstrip().endswith("Reply with the question only.")
 
 
 def test_rendered_forward_texts_carry_the_tag_of_their_origin(tiny_model_dir, seed_file, augmented_file):
