@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install sandbox-deps test test-slow quickstart bench lint clean heldout
+.PHONY: install sandbox-deps test test-slow quickstart bench lint clean heldout heldout-corpora
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -51,6 +51,20 @@ heldout: install
 	done
 	$(BIN)/humpback eval faq-pairs debian-faq --output $(HELDOUT)/debian_faq.jsonl
 	$(BIN)/humpback eval faq-pairs python-faq --output $(HELDOUT)/python_faq.jsonl
+	$(BIN)/python tools/heldout_split.py $(HELDOUT)/debian_faq.jsonl $(HELDOUT)/python_faq.jsonl
+
+# Web text on the held-out sets' topics, for `eval scorer --corpus` (web-voice negatives): the Debian
+# Administrator's Handbook + Debian Reference, and the Python docs without the FAQ the pairs come from.
+heldout-corpora: heldout
+	@for pkg in debian-handbook debian-reference-en; do \
+		dpkg -s $$pkg >/dev/null 2>&1 || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$pkg; }; \
+	done
+	rm -rf $(HELDOUT)/web-src $(HELDOUT)/web-debian $(HELDOUT)/web-python
+	mkdir -p $(HELDOUT)/web-src/debian $(HELDOUT)/web-src/python
+	cp -L /usr/share/doc/debian-handbook/html/en-US/*.html /usr/share/doc/debian-reference-en/docs/*.en.html $(HELDOUT)/web-src/debian/
+	cd /usr/share/doc/python3.11/html && cp -rL howto library reference tutorial using $(CURDIR)/$(HELDOUT)/web-src/python/
+	$(BIN)/humpback prepare $(HELDOUT)/web-src/debian --output $(HELDOUT)/web-debian --no-progress
+	$(BIN)/humpback prepare $(HELDOUT)/web-src/python --output $(HELDOUT)/web-python --no-progress
 
 bench: install
 	$(BIN)/python tools/bench/engine.py

@@ -345,8 +345,8 @@ def augment_cmd(input_path, model, output, config_path, max_segments, n, candida
 @click.argument("pairs")
 @click.option("--model", required=True, help="Scoring model: the forward model of the previous round.")
 @click.option("--output", "-o", required=True, help="Output folder (scores/, curated/, stats.json).")
-@click.option("--scorer", type=click.Choice(["auto", "rubric", "rubric-generate", "pmi"]), default=None,
-              help="auto: pmi for models under 1B parameters, rubric otherwise.")
+@click.option("--scorer", type=click.Choice(["auto", "rubric", "rubric-generate", "pmi", "humpback"]), default=None,
+              help="auto: humpback for models under 1B parameters, rubric otherwise.")
 @click.option("--min-score", type=float, default=None, help="Keep pairs with score >= this (default 5).")
 @click.option("--config", "config_path", default=None, help="YAML file with curate settings.")
 @click.option("--engine", type=click.Choice(["transformers", "endpoint", "vllm"]), default=None)

@@ -16,7 +16,7 @@ import random
 from collections import Counter
 from functools import partial
 from pathlib import Path
-from typing import Optional
+from typing import Literal, Optional
 
 import pyarrow.parquet as pq
 from datatrove.data import Document, DocumentsPipeline
@@ -35,7 +35,15 @@ from .records import (
     to_table,
     write_json,
 )
-from .scorers import ScorerConfig, auroc, make_scorer, pmi_to_scores, resolve_kind, shuffled_pairs
+from .scorers import (
+    CONTINUOUS,
+    ScorerConfig,
+    auroc,
+    auto_kind,
+    make_scorer,
+    pmi_to_scores,
+    resolve_kind,
+)
 from .shards import (
     CallbackStep,
     ChunkStore,
@@ -62,8 +70,11 @@ class CurateConfig(StrictModel):
     engine: EngineConfig = EngineConfig()
     executor: ExecutorConfig = ExecutorConfig()
     chunk_size: int = Field(16, ge=1)
-    self_check_sample: int = Field(64, ge=0)  # pairs re-scored with shuffled instructions; 0 disables
+    self_check_sample: int = Field(64, ge=0)  # pairs re-scored as typed negatives; 0 disables
     self_check_seed: int = 0
+    # negatives built from the sample alone (docs/eval.md); web-voice needs a corpus and is left to eval scorer
+    self_check_negatives: list[Literal["shuffled", "neighbor", "truncated", "boilerplate"]] = Field(
+        default_factory=lambda: ["shuffled", "neighbor", "truncated", "boilerplate"])
     max_pairs: int = -1
 
 
@@ -246,7 +257,7 @@ def _plot_histogram(hist: dict[str, int], title: str, path: Path) -> None:
 def _finalise(scored_dir: Path, out: Path, cfg: CurateConfig, kind: str) -> tuple[dict, list[float]]:
     files = parquet_files(scored_dir)
     cuts: list[float] = []
-    if kind == "pmi":
+    if kind in CONTINUOUS:
         all_pmi = [v for f in files for v in pq.read_table(f, columns=["pmi"]).column("pmi").to_pylist()]
         _, cuts = pmi_to_scores(all_pmi, cfg.scorer)
     all_scores: list[Optional[float]] = []
@@ -254,7 +265,7 @@ def _finalise(scored_dir: Path, out: Path, cfg: CurateConfig, kind: str) -> tupl
     selected = 0
     for f in files:
         rows = pq.read_table(f).to_pylist()
-        if kind == "pmi":
+        if kind in CONTINUOUS:
             mapped, _ = pmi_to_scores([r["pmi"] for r in rows], cfg.scorer.model_copy(
                 update={"pmi_mapping": "thresholds", "pmi_cuts": cuts}))
             for r, s in zip(rows, mapped):
@@ -284,8 +295,10 @@ def _finalise(scored_dir: Path, out: Path, cfg: CurateConfig, kind: str) -> tupl
 
 def self_check(model: str, cfg: CurateConfig, pairs_dir: Path, scored_dir: Path, kind: str,
                run_dir: Path | None = None) -> dict:
-    """Score shuffled pairs and report AUROC of real vs shuffled (the real sample's scores are reused)."""
+    """Score typed negatives of a sample (``self_check_negatives``) and report AUROC of real vs each kind; the
+    real sample's scores are reused. The top-level ``auroc`` is the shuffled one."""
     from .engines import make_engine
+    from .evaluate.negatives import build_negatives
 
     n = cfg.self_check_sample
     if n <= 0:
@@ -295,23 +308,28 @@ def self_check(model: str, cfg: CurateConfig, pairs_dir: Path, scored_dir: Path,
     sample = rng.sample(rows, min(n, len(rows)))
     if len(sample) < 4:
         return {"skipped": True, "reason": f"only {len(sample)} pairs"}
+    kinds = list(dict.fromkeys(["shuffled", *cfg.self_check_negatives]))
+    negatives = build_negatives(sample, kinds, seed=cfg.self_check_seed)
     scorer = make_scorer(make_engine(model, cfg.engine, run_dir=run_dir), cfg.scorer.model_copy(update={"kind": kind}))
-    shuffled = shuffled_pairs(sample, seed=cfg.self_check_seed)
     try:
-        shuffled_scores = scorer.score(shuffled)
+        scored = {k: scorer.score(batch) for k, batch in negatives.items()}
     finally:
         scorer.engine.close()
     real = [scorer.continuous(r) for r in sample]
-    fake = [scorer.continuous(s) for s in shuffled_scores]
-    value = auroc(real, fake)
-    result = {"n": len(sample), "auroc": value, "threshold": AUROC_WARN,
-              "mean_real": _mean(real), "mean_shuffled": _mean(fake)}
-    if value is None or value < AUROC_WARN:
-        advice = "a stronger scoring model" if kind == "pmi" else "--scorer pmi or a stronger model"
+    per_kind = {}
+    for k, batch in scored.items():
+        fake = [scorer.continuous(s) for s in batch]
+        per_kind[k] = {"auroc": auroc(real, fake), "mean": _mean(fake)}
+    value = per_kind["shuffled"]["auroc"]
+    result = {"n": len(sample), "auroc": value, "threshold": AUROC_WARN, "mean_real": _mean(real),
+              "mean_shuffled": per_kind["shuffled"]["mean"], "negatives": per_kind}
+    weak = {k: v["auroc"] for k, v in per_kind.items() if v["auroc"] is None or v["auroc"] < AUROC_WARN}
+    if weak:
+        advice = "a stronger scoring model" if kind in CONTINUOUS else "--scorer humpback or a stronger model"
         small = f"; only {len(sample)} pairs were checked, so the estimate is rough" if len(sample) < 20 else ""
-        result["warning"] = ("this scorer cannot tell matching pairs from shuffled ones on this data "
-                             f"(AUROC {value if value is None else round(value, 3)} < {AUROC_WARN}); "
-                             f"its tiers are not trustworthy — try {advice}{small}")
+        told = ", ".join(f"{k} {'n/a' if v is None else round(v, 3)}" for k, v in weak.items())
+        result["warning"] = (f"this scorer cannot tell real pairs from bad ones on this data (AUROC {told} "
+                             f"< {AUROC_WARN}); its tiers are not trustworthy — try {advice}{small}")
     return result
 
 
@@ -337,7 +355,7 @@ def _auto_kind(model: str, cfg: CurateConfig) -> str:
     if n is None:
         log.warning("curate: scorer auto: no local copy of %s to count its parameters; using rubric", model)
         return "rubric"
-    return "pmi" if n < cfg.scorer.auto_params_threshold else "rubric"
+    return auto_kind(n, cfg.scorer)
 
 
 def finish_curate(pairs_dir: str, output: str, model: str, config: dict, kind: str, key: str) -> dict:
@@ -361,7 +379,8 @@ def finish_curate(pairs_dir: str, output: str, model: str, config: dict, kind: s
                                f"{work / f'vllm-{key}' / 'logs'} (failed_documents: "
                                f"{engine_stats.get('failed_documents', 0)})")
     summary, _ = _finalise(scored_dir, out, cfg, kind)
-    check_file = work / f"selfcheck-{key}-{cfg.self_check_sample}-{cfg.self_check_seed}.json"
+    check_file = work / (f"selfcheck-{key}-{cfg.self_check_sample}-{cfg.self_check_seed}-"
+                         f"{'-'.join(cfg.self_check_negatives)}.json")
     if check_file.is_file():
         check = json.loads(check_file.read_text())
     else:
@@ -475,7 +494,9 @@ def format_summary(stats: dict) -> str:
         lines.append(f"null scores by reason: {stats['null_scores']}")
     chk = stats["self_check"]
     if chk.get("auroc") is not None:
-        lines.append(f"self-check AUROC real vs shuffled: {chk['auroc']:.3f} on {chk['n']} pairs")
+        kinds = chk.get("negatives") or {"shuffled": {"auroc": chk["auroc"]}}
+        told = ", ".join(f"{k} {'n/a' if v['auroc'] is None else format(v['auroc'], '.3f')}" for k, v in kinds.items())
+        lines.append(f"self-check AUROC of real pairs vs {told} (on {chk['n']} pairs)")
     if chk.get("warning"):
         lines.append(f"WARNING: {chk['warning']}")
     return "\n".join(lines)

@@ -84,7 +84,8 @@ def render_card(info: dict[str, Any], license: str = "other", pretty_name: Optio
         ["instruction / output", "the pair; `output` is the web segment for augmented rows"],
         ["score", "curation score 1–5 (null for seed rows)"],
         ["score_probs, expected_score", "rubric scorer: probability of each score 1..5 and its mean"],
-        ["pmi", "pmi scorer: per-token log p(output | instruction) − log p(output)"],
+        ["pmi", "pmi scorer: per-token log p(output | instruction) − log p(output); humpback scorer: its blended "
+                "value (docs/eval.md), mapped to `score` by quantiles"],
         ["origin, round", "augmented (curation round N) or seed (round 0)"],
         ["pair_id, segment_id, doc_id, url", "provenance of the segment in the source corpus"],
         ["backward_model, scorer, scorer_model, gen_params", "what generated and scored the pair"],

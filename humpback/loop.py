@@ -346,7 +346,8 @@ def _run_stages(cfg: RunConfig, root: Path, config_path: str, start: Optional[st
             return {"scored": stats["pairs_scored"], "selected": stats["selected"], "tiers": stats["tiers"],
                     "histogram": stats["histogram"], "null_scores": stats["null_scores"],
                     "scorer": stats["scorer"], "model": stats["model"], "min_score": stats["min_score"],
-                    "auroc": chk.get("auroc"), "auroc_n": chk.get("n"), "warning": chk.get("warning")}
+                    "auroc": chk.get("auroc"), "auroc_n": chk.get("n"), "warning": chk.get("warning"),
+                    "auroc_by_kind": {k: v["auroc"] for k, v in (chk.get("negatives") or {}).items()}}
 
         run.stage(f"curate-r{r}", curate, params=cfg.curate.model_dump(mode="json"),
                   after=["augment", f"m{r - 1}"], outputs=[out])
@@ -481,7 +482,9 @@ def _describe(stage: str, r: dict) -> str:
                 f"segments; dropped {r.get('dropped')}")
     if stage.startswith("curate"):
         auroc = r.get("auroc")
-        chk = f"AUROC {auroc:.3f} (n={r.get('auroc_n')})" if auroc is not None else "self-check skipped"
+        kinds = r.get("auroc_by_kind") or {"shuffled": auroc}
+        chk = (f"AUROC {', '.join(f'{k} ' + ('n/a' if v is None else f'{v:.3f}') for k, v in kinds.items())} "
+               f"(n={r.get('auroc_n')})" if auroc is not None else "self-check skipped")
         return (f"{r.get('selected')} of {r.get('scored')} selected (score >= {r.get('min_score')}); "
                 f"tiers {r.get('tiers')}; {chk}")
     if stage == "backward" or stage.startswith("m"):

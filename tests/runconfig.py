@@ -38,8 +38,8 @@ def tiny_run_config(tmp: Path, tiny_model_dir: str, **changes) -> Path:
         "augment": {"max_segments": 8, "chunk_size": 4, "candidates": 2, "generation": {"max_tokens": 12},
                     "engine": engine,
                     "filters": OPEN_FILTERS},
-        "curate": {"scorer": {"kind": "pmi"}, "min_score": 2, "self_check_sample": 6, "chunk_size": 4,
-                   "engine": engine},
+        "curate": {"scorer": {"kind": "humpback"}, "min_score": 2, "self_check_sample": 6, "chunk_size": 4,
+                   "self_check_negatives": ["shuffled", "truncated", "boilerplate"], "engine": engine},
     }
     for key, value in changes.items():
         cur = cfg

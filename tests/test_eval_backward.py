@@ -176,3 +176,10 @@ def test_smollm2_backward_model_writes_relevant_requests(tmp_path, smollm2_dir):
                                 augment=cfg.augment)
     assert summary["acceptance"]["value"] >= 0.8
     assert summary["relevance_auroc"]["value"] >= summary["relevance_auroc_human"]["value"] - 0.1
+    # and on 30 Python FAQ pairs nobody on the team wrote (tests/fixtures/README.md)
+    faq = evaluate_backward(repo / "tests" / "fixtures" / "python_faq_heldout30.jsonl", str(model.output),
+                            tmp_path / "eval-faq", config=EvalConfig(engine=EngineConfig(progress=False),
+                                                                     bootstrap=200), augment=cfg.augment)
+    assert faq["acceptance"]["value"] >= 0.8
+    assert faq["relevance_auroc"]["value"] >= faq["relevance_auroc_human"]["value"] - 0.1
+    assert faq["recovery"]["value"] >= 0.6

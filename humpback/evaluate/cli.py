@@ -72,7 +72,7 @@ def eval_group() -> None:
 @click.argument("pairs")
 @click.option("--model", default=None, help="Scoring model (alias, folder or HF id) for scorers without @MODEL.")
 @click.option("--scorer", "scorers", multiple=True,
-              help="auto | rubric | rubric-generate | pmi, optionally KIND@MODEL; repeat to compare scorers "
+              help="auto | rubric | rubric-generate | pmi | humpback, optionally KIND@MODEL; repeat to compare scorers "
                    "(Spearman agreement). Default: auto.")
 @click.option("--sample", type=int, default=200, show_default=True, help="Pairs sampled (-1: all).")
 @click.option("--negatives", default=None,

@@ -47,7 +47,7 @@ log = logging.getLogger("humpback.eval")
 
 @dataclass(frozen=True)
 class ScorerSpec:
-    kind: str  # auto | rubric | rubric-generate | pmi
+    kind: str  # auto | rubric | rubric-generate | pmi | humpback
     model: str
 
     @property
@@ -56,7 +56,7 @@ class ScorerSpec:
 
 
 def parse_scorer_specs(scorers: Sequence[str], model: str | None) -> list[ScorerSpec]:
-    """``KIND`` (scored with ``model``) or ``KIND@MODEL``; KIND is auto, rubric, rubric-generate or pmi."""
+    """``KIND`` (scored with ``model``) or ``KIND@MODEL``; KIND is auto, rubric, rubric-generate, pmi or humpback."""
     kinds = ("auto", *SCORERS)
     specs = []
     for s in scorers or ["auto"]:
@@ -203,7 +203,7 @@ def _scorer_summary(spec: ScorerSpec, kind: str, results: dict, vals: dict[str, 
 
 
 VALUE_NAMES = {"pmi": "pmi (nats/token)", "rubric": "expected score", "rubric-generate": "parsed score",
-               "humpback": "relevance + style (z units)"}
+               "humpback": "blend of likelihood features (nats)"}
 
 
 def _score_rows(real, negs, values, rows_real):

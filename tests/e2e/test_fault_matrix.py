@@ -37,7 +37,7 @@ def base(tmp_path_factory, tiny_model_dir):
     (tmp / "augment.yaml").write_text(yaml.safe_dump({"chunk_size": 2, "generation": {"max_tokens": 8},
                                                       "engine": ENGINE, "filters": OPEN_FILTERS}))
     (tmp / "curate.yaml").write_text(yaml.safe_dump({"chunk_size": 2, "self_check_sample": 0, "min_score": 2,
-                                                     "scorer": {"kind": "pmi"}, "engine": ENGINE}))
+                                                     "scorer": {"kind": "humpback"}, "engine": ENGINE}))
     (tmp / "train.yaml").write_text("dropout: 0.0\nsave_steps: 1\nbatch_size: 2\nmicro_batch_size: 2\n"
                                     "max_length: 384\nthreads: 1\n")
     return {"tmp": tmp, "run": tmp / "run", "cfg": cfg, "model": tiny_model_dir}

@@ -1,10 +1,11 @@
-"""Curation scorers side by side: pairs/s of rubric vs rubric-generate vs pmi on the same pairs, plus the
-parse-failure rate of rubric-generate and each scorer's AUROC on real vs shuffled pairs.
+"""Curation scorers side by side: pairs/s of humpback (the default below 1B), pmi, rubric and rubric-generate on
+the same pairs, plus the parse-failure rate of rubric-generate and each scorer's AUROC on real vs shuffled pairs.
 
-Pairs are the shipped seed pairs (real instruction/output pairs, outputs cut to --max-output-chars).
-Target: rubric >= 5x rubric-generate in pairs/s.
+Pairs are the shipped seed pairs, or --pairs-file (JSONL with instruction/output, e.g. a held-out FAQ set from
+`make heldout`); outputs are cut to --max-output-chars.
+Targets: rubric >= 5x rubric-generate, humpback >= 2x rubric-generate in pairs/s.
 
-    .venv/bin/python tools/bench/curate.py [--pairs 64] [--rationale-tokens 256]
+    .venv/bin/python tools/bench/curate.py [--pairs 64] [--rationale-tokens 256] [--pairs-file F]
 """
 
 from __future__ import annotations
@@ -27,9 +28,10 @@ def main() -> None:
     ap.add_argument("--pairs", type=int, default=64)
     ap.add_argument("--rationale-tokens", type=int, default=256)
     ap.add_argument("--max-output-chars", type=int, default=1200)
+    ap.add_argument("--pairs-file", type=Path, default=REPO / "seed_data" / "seed.jsonl")
     args = ap.parse_args()
 
-    rows = [json.loads(x) for x in (REPO / "seed_data" / "seed.jsonl").read_text().splitlines()]
+    rows = [json.loads(x) for x in args.pairs_file.read_text().splitlines() if x.strip()]
     step = max(len(rows) // args.pairs, 1)
     pairs = rows[::step][: args.pairs]
     shuffled = shuffled_pairs(pairs, seed=0)
@@ -37,7 +39,7 @@ def main() -> None:
     print(f"model={args.model} pairs={len(pairs)} rationale<={args.rationale_tokens} tokens "
           f"outputs<={args.max_output_chars} chars")
     rates = {}
-    for kind in ("rubric", "pmi", "rubric-generate"):
+    for kind in ("humpback", "pmi", "rubric", "rubric-generate"):
         cfg = ScorerConfig(kind=kind, max_rationale_tokens=args.rationale_tokens,
                            max_output_chars=args.max_output_chars)
         scorer = SCORERS[kind](engine, cfg)
@@ -58,6 +60,8 @@ def main() -> None:
     ratio = rates["rubric"] / rates["rubric-generate"]
     print(f"ratio rubric / rubric-generate: {ratio:.1f}x  (target >= 5x)")
     print(f"ratio pmi / rubric-generate:    {rates['pmi'] / rates['rubric-generate']:.1f}x")
+    print(f"ratio humpback / rubric-generate: {rates['humpback'] / rates['rubric-generate']:.1f}x  (target >= 2x)")
+    print(f"ratio humpback / pmi:           {rates['humpback'] / rates['pmi']:.2f}x")
 
 
 if __name__ == "__main__":
