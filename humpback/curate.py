@@ -309,6 +309,8 @@ def self_check(model: str, cfg: CurateConfig, pairs_dir: Path, scored_dir: Path,
     if len(sample) < 4:
         return {"skipped": True, "reason": f"only {len(sample)} pairs"}
     kinds = list(dict.fromkeys(["shuffled", *cfg.self_check_negatives]))
+    if len({r["output"] for r in sample}) < 2:  # a neighbor needs another output to borrow
+        kinds = [k for k in kinds if k != "neighbor"]
     negatives = build_negatives(sample, kinds, seed=cfg.self_check_seed)
     scorer = make_scorer(make_engine(model, cfg.engine, run_dir=run_dir), cfg.scorer.model_copy(update={"kind": kind}))
     try:

@@ -176,6 +176,7 @@ def test_augment_survives_a_server_restart_and_replays_from_cache(serve, smollm2
     deadline = time.monotonic() + 600
     while time.monotonic() < deadline and not (db.exists() and len(RequestCache(db)) >= 2):
         time.sleep(0.2)
+    assert db.exists() and len(RequestCache(db)) >= 2, "no request was cached: nothing to kill the server after"
     assert len(RequestCache(db)) < n, "the run finished before the server could be killed"
     serve.kill()  # mid-run: requests in flight fail, new ones are refused
     time.sleep(2)
