@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install sandbox-deps test test-slow quickstart bench lint clean heldout heldout-corpora
+.PHONY: install sandbox-deps browser-deps test test-slow quickstart bench lint clean heldout heldout-corpora
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -21,20 +21,30 @@ $(STAMP): pyproject.toml | $(BIN)/python
 
 install: $(STAMP)
 
-# code-tests runs model-written programs under bubblewrap and refuses to run them without it (docs/rest.md).
-# Installed when missing and we are root; otherwise a loud line, and the sandbox tests skip saying why.
-sandbox-deps:
-	@command -v bwrap >/dev/null 2>&1 || { \
+# $(call apt_dep,COMMAND,PACKAGE,WHAT SKIPS WITHOUT IT): install a Debian package when its command is missing and we
+# are root; otherwise a loud line, and the tests that need it skip saying why.
+define apt_dep
+	@command -v $(1) >/dev/null 2>&1 || { \
 		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
-			(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq bubblewrap) \
-			|| echo "!!! could not install bubblewrap: code-tests and its sandbox tests will be refused/skipped"; \
+			(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(2)) \
+			|| echo "!!! could not install $(2): $(3)"; \
 		else \
-			echo "!!! bubblewrap (bwrap) is missing and cannot be installed here (need root + apt-get):"; \
-			echo "!!! code-tests will be refused and its sandbox tests skipped; install it: apt-get install bubblewrap"; \
+			echo "!!! $(1) is missing and cannot be installed here (need root + apt-get):"; \
+			echo "!!! $(3); install it: apt-get install $(2)"; \
 		fi; \
 	}
+endef
 
-test: install sandbox-deps
+# code-tests runs model-written programs under bubblewrap and refuses to run them without it (docs/rest.md).
+sandbox-deps:
+	$(call apt_dep,bwrap,bubblewrap,code-tests will be refused and its sandbox tests skipped)
+
+# tests/test_report.py opens the run report in headless Chromium (Debian's chromium, driven by Playwright, which
+# is told to use it: no browser download).
+browser-deps:
+	$(call apt_dep,chromium,chromium,the report's browser tests will be skipped)
+
+test: install sandbox-deps browser-deps
 	$(BIN)/python -m pytest -q -rs  # -rs: say why anything was skipped
 
 test-slow: install sandbox-deps

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+from collections import Counter
 from pathlib import Path
 from typing import Optional
 
@@ -19,12 +20,12 @@ from pydantic import Field, model_validator
 
 from .config import ConfigError, EngineConfig, GenerationConfig, StrictModel, load_config
 from .engines.base import GenerationRequest
+from .progress import Meter
 from .records import PAIR_SCHEMA, parquet_files, parquet_schema, write_json
 from .shards import (
     CallbackStep,
     ChunkStore,
     ExecutorConfig,
-    RateMeter,
     RowsReader,
     ShardWriter,
     Step,
@@ -246,11 +247,12 @@ class BackwardGenerator(PipelineStep):
         pair_filter = PairFilter(cfg.filters)
         engine = judge = None
         params = gen_params(cfg, self.model)
-        meter = RateMeter("segments", self.total if world_size == 1 else None, rank)
+        meter = Meter("segments", self.total if world_size == 1 else None, prefix=f"[task {rank}] ")
         try:
             for index, chunk in enumerate(chunked(data or [], cfg.chunk_size)):
                 ids = [d.id for d in chunk]
                 rows = store.load(index, ids)
+                computed = rows is None
                 tokens = 0
                 counters: dict[str, int] = {}
                 if rows is None:
@@ -275,9 +277,10 @@ class BackwardGenerator(PipelineStep):
                     store.save(index, ids, rows)
                 else:
                     self.stat_update("replayed_from_checkpoint", value=len(chunk))
-                meter.update(len(chunk), tokens)
-                for i, row in enumerate(rows):
-                    reason = pair_filter.reason(row["instruction"], row["output"])
+                reasons = [pair_filter.reason(row["instruction"], row["output"]) for row in rows]
+                meter.update(len(chunk), tokens, replayed=computed is False,
+                             dropped=Counter(r for r in reasons if r))
+                for i, (row, reason) in enumerate(zip(rows, reasons)):
                     self.stat_update("generated")
                     meta = {"row": row, "reject_reason": reason}
                     if i == 0 and counters:

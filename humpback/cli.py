@@ -6,6 +6,7 @@ import errno
 import logging
 import re
 import sys
+from pathlib import Path
 
 import click
 
@@ -59,12 +60,18 @@ def os_error_line(e: OSError) -> str:
 
 @click.group(cls=_HumpbackGroup)
 @click.version_option(__version__, prog_name="humpback")
-@click.option("-v", "--verbose", count=True, help="More logging (-v info, -vv debug).")
-def main(verbose: int) -> None:
+@click.option("-v", "--verbose", count=True, help="Show every stage's logs live (-v info, -vv debug) instead of "
+              "one progress line per stage (the logs are in each stage's log file either way).")
+@click.pass_context
+def main(ctx: click.Context, verbose: int) -> None:
     """humpback: turn unlabeled text into instruction-tuning data (instruction backtranslation)."""
+    from . import console
+
     level = logging.WARNING if verbose == 0 else logging.INFO if verbose == 1 else logging.DEBUG
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # INFO always reaches the handlers: a quiet stage's log file keeps it, the terminal filter drops it
     logging.getLogger("humpback").setLevel(min(level, logging.INFO))
+    ctx.with_resource(console.quiet(verbose == 0))
 
 
 @main.command("models")
@@ -109,6 +116,14 @@ def generate_cmd(text, model, template, temperature, top_p, max_tokens, n, seed)
 
 
 # Stage commands are added below, one block per stage; each block only parses and calls its module.
+
+
+def _quiet_stage(name: str, log_path):
+    """The library call of a stage command: in a quiet run its output goes to ``log_path``, named on the
+    command's finished line."""
+    from . import console
+
+    return console.stage(name, Path(log_path), result=f"(log: {log_path})")
 
 # --- seed (humpback.seed) ---
 
@@ -193,10 +208,11 @@ def prepare_cmd(inputs, output, config_path, fmt, text_key, lang, tasks, workers
     from .corpus.pipeline import first_quarantined
     from .records import RecordError
 
-    result = run_prepare(list(inputs), output, config=config_path, overrides={
-        "read.format": fmt, "read.text_key": text_key, "language.languages": lang, "tasks": tasks,
-        "workers": workers, "read.limit": limit, "progress": progress,
-    })
+    with _quiet_stage("prepare", Path(output) / "logs" / "prepare.log"):
+        result = run_prepare(list(inputs), output, config=config_path, overrides={
+            "read.format": fmt, "read.text_key": text_key, "language.languages": lang, "tasks": tasks,
+            "workers": workers, "read.limit": limit, "progress": progress,
+        })
     docs = result.stats.get("documents") or {}
     bad = docs.get("quarantined_total", 0)
     if bad and bad == docs.get("in"):  # nothing usable at all: the input is broken, not a few of its records
@@ -254,8 +270,11 @@ def _train_report(result) -> None:
 def _run_train(fn, *args, **kwargs):
     from .train import TrainingError
 
+    output = Path(kwargs.get("output") or args[1])
     try:
-        return fn(*args, **kwargs)
+        # beside the model folder, not in it: the folder is published whole when training ends
+        with _quiet_stage("train", output.with_name(output.name + ".train.log")):
+            return fn(*args, **kwargs)
     except TrainingError as e:
         click.echo(f"error: {e}", err=True)
         sys.exit(2)
@@ -330,7 +349,8 @@ def augment_cmd(input_path, model, output, config_path, max_segments, n, candida
         "selection.model": selection_model, "engine.kind": engine, "generation.max_tokens": max_tokens,
         "executor.tasks": tasks, "executor.workers": workers, "round": round_})
     _check_local_model(model, cfg.engine)
-    stats = run_augment(input_path, model, output, cfg, prepare_config=prepare_config)
+    with _quiet_stage("augment", Path(output) / "logs" / "augment.log"):
+        stats = run_augment(input_path, model, output, cfg, prepare_config=prepare_config)
     if stats.get("submitted"):
         what = "recorded (dry run)" if stats.get("dry_run") else "submitted"
         click.echo(f"augment {what} to Slurm; the last job ({stats.get('job_id')}) writes {output}/pairs, "
@@ -368,7 +388,8 @@ def curate_cmd(pairs, model, output, scorer, min_score, config_path, engine, sel
         "scorer.kind": scorer, "min_score": min_score, "engine.kind": engine, "self_check_sample": self_check,
         "max_pairs": max_pairs, "executor.tasks": tasks, "executor.workers": workers})
     _check_local_model(model, cfg.engine)
-    stats = run_curate(pairs, model, output, cfg)
+    with _quiet_stage("curate", Path(output) / "logs" / "curate.log"):
+        stats = run_curate(pairs, model, output, cfg)
     click.echo(format_summary(stats))
     click.echo(f"scores: {output}/scores   curated tier: {output}/curated   stats: {output}/stats.json   "
                f"histogram: {output}/score_hist.png")
@@ -388,7 +409,11 @@ def run_cmd(config_path, run_dir, start, until) -> None:
     """
     from .loop import format_run_summary, run_loop
 
+    from .report import write_report
+
     run = run_loop(config_path, run_dir=run_dir, start=start, until=until)
+    with _quiet_stage("report", run.logs_dir / "report.log"):
+        write_report(run.dir)  # read by format_run_summary, which names it
     click.echo("\n" + format_run_summary(run))
     click.echo(f"\nmanifest: {run.manifest_path}")
 
@@ -407,8 +432,6 @@ def run_cmd(config_path, run_dir, start, until) -> None:
 def export_cmd(source, min_score, to_dir, to_hub, private, token_env, exclude, with_seed, license_,
                pretty_name) -> None:
     """Export the curated pairs of DIR (a run folder or a curate output) as a Hub-ready dataset."""
-    from pathlib import Path
-
     from .export import export_dataset, upload_to_hub
 
     if not to_dir and not to_hub:
@@ -419,7 +442,8 @@ def export_cmd(source, min_score, to_dir, to_hub, private, token_env, exclude, w
         local = str(base / "export-hub" / to_hub.replace("/", "__"))
     from .locks import command_name, locked, output_lock_path
 
-    with locked(output_lock_path(local), command_name()):
+    with locked(output_lock_path(local), command_name()), \
+            _quiet_stage("export", Path(local).with_name(Path(local).name + ".export.log")):
         result = export_dataset(source, local, min_score=min_score, exclude=exclude, with_seed=with_seed,
                                 license=license_, pretty_name=pretty_name)
     click.echo(result.summary())
@@ -444,6 +468,18 @@ def stats_cmd(path, plot_png, as_json, top) -> None:
     click.echo(json.dumps(results, indent=2) if as_json else format_stats(results))
     if plot_png:
         click.echo(f"plot: {plot_stats(path, plot_png)}")
+
+
+# --- report (humpback.report) ---
+
+@main.command("report")
+@click.argument("run_dir", metavar="RUN")
+@click.option("--output", "-o", default=None, metavar="FILE.html", help="Where to write it (default RUN/report.html).")
+def report_cmd(run_dir, output) -> None:
+    """One self-contained HTML page about RUN: stages, scores, self-checks, backward figures, every pair."""
+    from .report import write_report
+
+    click.echo(write_report(run_dir, output))
 
 
 

@@ -25,6 +25,7 @@ from pydantic import Field
 
 from .config import EngineConfig, StrictModel, load_config
 from .engines.base import EngineCapabilityError
+from .progress import Meter
 from .records import (
     CURATED_SCHEMA,
     SCORE_SCHEMA,
@@ -48,7 +49,6 @@ from .shards import (
     CallbackStep,
     ChunkStore,
     ExecutorConfig,
-    RateMeter,
     RowsReader,
     ShardWriter,
     Step,
@@ -153,7 +153,7 @@ class ScoreStep(PipelineStep):
 
         store = ChunkStore(self.work_dir, rank, CURATED_SCHEMA, stage="curate")
         scorer = None
-        meter = RateMeter("pairs scored", self.total if world_size == 1 else None, rank)
+        meter = Meter("pairs scored", self.total if world_size == 1 else None, prefix=f"[task {rank}] ")
         try:
             for index, chunk in enumerate(chunked(data or [], self.cfg.chunk_size)):
                 ids = [d.id for d in chunk]
@@ -171,7 +171,9 @@ class ScoreStep(PipelineStep):
                                 if v - before.get(k, 0)}
                     rows = [{**p, **s, "scorer": scorer.kind, "model": self.model} for p, s in zip(pairs, scores)]
                     store.save(index, ids, rows)
-                meter.update(len(chunk))
+                    meter.update(len(chunk))
+                else:
+                    meter.update(len(chunk), replayed=True)
                 for i, row in enumerate(rows):
                     meta = {"row": row}
                     if i == 0 and counters:
@@ -236,7 +238,10 @@ def _histogram(scores: list[Optional[float]]) -> dict[str, int]:
     return {k: c.get(k, 0) for k in ["1", "2", "3", "4", "5", "null"]}
 
 
-def _plot_histogram(hist: dict[str, int], title: str, path: Path) -> None:
+def histogram_png(hist: dict[str, int], title: str) -> bytes:
+    """The score histogram as PNG bytes (score_hist.png, and the run report's inline picture)."""
+    import io
+
     import matplotlib
 
     matplotlib.use("Agg")
@@ -249,9 +254,15 @@ def _plot_histogram(hist: dict[str, int], title: str, path: Path) -> None:
     ax.set_ylabel("pairs")
     ax.set_title(title)
     fig.tight_layout()
-    with atomic_path(path, suffix=".png") as tmp:
-        fig.savefig(tmp, format="png", dpi=100)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100)
     plt.close(fig)
+    return buf.getvalue()
+
+
+def _plot_histogram(hist: dict[str, int], title: str, path: Path) -> None:
+    with atomic_path(path, suffix=".png") as tmp:
+        tmp.write_bytes(histogram_png(hist, title))
 
 
 def _finalise(scored_dir: Path, out: Path, cfg: CurateConfig, kind: str) -> tuple[dict, list[float]]:
@@ -314,9 +325,14 @@ def self_check(model: str, cfg: CurateConfig, pairs_dir: Path, scored_dir: Path,
     negatives = build_negatives(sample, kinds, seed=cfg.self_check_seed)
     scorer = make_scorer(make_engine(model, cfg.engine, run_dir=run_dir), cfg.scorer.model_copy(update={"kind": kind}))
     try:
-        scored = {k: scorer.score(batch) for k, batch in negatives.items()}
+        # one call for every kind: the engine batches them together and the shared instructions' reverse
+        # baselines are computed once
+        flat = scorer.score([p for batch in negatives.values() for p in batch])
     finally:
         scorer.engine.close()
+    scored, at = {}, 0
+    for k, batch in negatives.items():
+        scored[k], at = flat[at:at + len(batch)], at + len(batch)
     real = [scorer.continuous(r) for r in sample]
     per_kind = {}
     for k, batch in scored.items():

@@ -4,7 +4,8 @@ Layout (what `datasets.load_dataset(OUT)` and the Hub viewer read)::
 
     OUT/README.md                      dataset card: YAML metadata + how it was made, counts, plots, self-check
     OUT/data/train-00000-of-0000N.parquet
-    OUT/score_hist.png, OUT/lengths.png
+    OUT/score_hist.png, OUT/lengths.png  the exported round's scores, the rows' lengths
+    OUT/score_hist_rN.png              every curation round's score histogram (the card shows them)
     OUT/humpback_export.json           machine-readable provenance (config, models, counts)
 
 The export is written to OUT.partial and renamed, so an interrupted export never leaves a half dataset.
@@ -69,6 +70,8 @@ class Source:
     round: int
     manifest: Optional[dict[str, Any]] = None
     seed_path: Optional[Path] = None
+    # every finished curate round up to this one, (round, folder); a curate output alone is its own only round
+    round_dirs: list[tuple[int, Path]] = field(default_factory=list)
 
 
 @dataclass
@@ -115,6 +118,7 @@ def find_source(path: str | os.PathLike) -> Source:
         seed = p / "seed.parquet"
         src = _curate_source(curate_dir, r)
         src.manifest, src.seed_path = manifest, seed if seed.is_file() else None
+        src.round_dirs = rounds
         return src
     if p.name in ("curated", "scores") and (p.parent / "stats.json").is_file():
         p = p.parent
@@ -134,7 +138,7 @@ def _curate_source(curate_dir: Path, r: int) -> Source:
     if not parquet_files(pairs_dir):
         raise ExportError(f"{curate_dir}/stats.json: input {pairs_dir} has no pair shards any more; the "
                           "scores cannot be joined with their pairs")
-    return Source(curate_dir=curate_dir, pairs_dir=pairs_dir, stats=stats, round=r)
+    return Source(curate_dir=curate_dir, pairs_dir=pairs_dir, stats=stats, round=r, round_dirs=[(r, curate_dir)])
 
 
 def read_exclusions(paths: Sequence[str | os.PathLike]) -> set[str]:
@@ -250,16 +254,22 @@ def export_dataset(source: str | os.PathLike, output: str | os.PathLike, min_sco
         pq.write_table(pa.Table.from_pylist(chunk, schema=EXPORT_SCHEMA),
                        tmp / "data" / f"train-{i:05d}-of-{shards:05d}.parquet")
     by_origin = dict(Counter(r["origin"] for r in rows))
-    _plots(rows, all_scores, min_score, tmp)
+    from .export_card import example_rows, project_url, render_card
+
+    rounds = _rounds_info(src)
+    _plots(rows, all_scores, min_score, tmp, rounds)
     info = {
         "source": str(Path(source)), "curate_dir": str(src.curate_dir), "round": src.round,
         "min_score": min_score, "rows": len(rows), "by_origin": by_origin, "excluded": excluded,
+        "exclude": [str(p) for p in exclude],
         "curate_stats": {k: v for k, v in src.stats.items() if k != "config"},
         "curate_config": src.stats.get("config"),
+        "rounds": rounds,
         "run": _run_info(src.manifest) if src.manifest else None,
+        "examples": example_rows(rows),
+        "project_url": project_url(),
     }
     write_json(info, tmp / EXPORT_MARKER)
-    from .export_card import render_card
 
     (tmp / "README.md").write_text(render_card(info, license=license, pretty_name=pretty_name), encoding="utf-8")
     fault_point("export.before_publish")
@@ -270,15 +280,78 @@ def export_dataset(source: str | os.PathLike, output: str | os.PathLike, min_sco
 
 def _run_info(manifest: dict[str, Any]) -> dict[str, Any]:
     cfg = manifest.get("config", {})
+    stages = manifest.get("stages", {})
     return {
         "name": cfg.get("name"), "base_model": cfg.get("base_model"), "rounds": cfg.get("rounds"),
+        "base_parameters": model_parameters(cfg.get("base_model")),
         "config_hash": manifest.get("config_hash"), "config": cfg, "versions": manifest.get("versions"),
         "stages": {name: {"status": rec.get("status"), "seconds": rec.get("seconds"), "result": rec.get("result")}
-                   for name, rec in manifest.get("stages", {}).items()},
+                   for name, rec in stages.items()},
+        "models": {name: _training_info((rec.get("result") or {}).get("output")) for name, rec in stages.items()
+                   if name == "backward" or (name[:1] == "m" and name[1:].isdigit())},
     }
 
 
-def _plots(rows: list[dict], all_scores: list[float], min_score: float, folder: Path) -> None:
+def _training_info(folder: Optional[str]) -> Optional[dict[str, Any]]:
+    """Batch, length and LoRA settings of a trained model, from its humpback_train.json (None without one)."""
+    marker = Path(folder) / "humpback_train.json" if folder else None
+    if marker is None or not marker.is_file():
+        return None
+    try:
+        summary = read_json(marker)
+    except Exception as e:  # a card without these figures beats no export
+        log.warning("export: %s unreadable (%s); the card leaves its training settings out", marker, e)
+        return None
+    hp = summary.get("hyperparameters") or {}
+    return {"batch_size": hp.get("batch_size"), "max_length": hp.get("max_length"),
+            "learning_rate": hp.get("learning_rate"), "lora": hp.get("lora"),
+            "examples_by_origin": (summary.get("data") or {}).get("examples_by_origin")}
+
+
+def model_parameters(reference: Optional[str]) -> Optional[int]:
+    """Parameters of a model reference, counted from its local safetensors headers with
+    engines.openai_compat.count_parameters (an adapter: its base); None without a local copy. Never converts an
+    alias nor asks the network."""
+    if not reference:
+        return None
+    from .engines.openai_compat import count_parameters
+    from .models import ALIASES, _alias_target, resolve
+
+    try:
+        if reference in ALIASES:
+            target = _alias_target(ALIASES[reference])
+            return count_parameters(str(target)) if (target / "humpback_source.json").is_file() else None
+        m = resolve(reference)
+        path = m.base if m.kind == "adapter" and m.base else m.path
+        if not Path(path).is_dir():  # an HF id: its snapshot in the local cache, if any
+            from huggingface_hub import snapshot_download
+
+            path = snapshot_download(path, local_files_only=True)
+        return count_parameters(path)
+    except Exception as e:  # no local copy, or an unreadable one: the card says the count is unknown
+        log.debug("export: parameters of %s not counted: %s", reference, e)
+        return None
+
+
+def _rounds_info(src: Source) -> list[dict[str, Any]]:
+    """What the card's per-round table shows, for every curate round of the source (stats.json of each)."""
+    out = []
+    for r, folder in src.round_dirs or [(src.round, src.curate_dir)]:
+        stats = src.stats if folder == src.curate_dir else read_json(folder / "stats.json")
+        out.append({
+            "round": r, "curate_dir": str(folder), "model": stats.get("model"),
+            "model_parameters": model_parameters(stats.get("model")), "scorer": stats.get("scorer"),
+            "min_score": stats.get("min_score"), "pairs_scored": stats.get("pairs_scored"),
+            "selected": stats.get("selected"), "tiers": stats.get("tiers"), "histogram": stats.get("histogram"),
+            "null_scores": stats.get("null_scores"), "pmi_cuts": stats.get("pmi_cuts"),
+            "self_check": stats.get("self_check") or {},
+            "plot": f"score_hist_r{r}.png" if stats.get("histogram") else None,
+        })
+    return out
+
+
+def _plots(rows: list[dict], all_scores: list[float], min_score: float, folder: Path,
+           rounds: Sequence[dict[str, Any]] = ()) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -306,6 +379,14 @@ def _plots(rows: list[dict], all_scores: list[float], min_score: float, folder: 
     fig.tight_layout()
     fig.savefig(folder / "lengths.png", dpi=110)
     plt.close(fig)
+
+    from .curate import _plot_histogram
+
+    for rd in rounds:
+        if rd.get("plot"):
+            scorer = f"{rd.get('scorer')} scores" if rd.get("scorer") else "scores"
+            _plot_histogram(rd["histogram"], f"round {rd['round']}: {scorer} ({Path(str(rd.get('model'))).name})",
+                            folder / rd["plot"])
 
 
 # ---------------------------------------------------------------------------------------------- hub

@@ -210,6 +210,7 @@ def _run_stages(cfg: RunConfig, root: Path, config_path: str, start: Optional[st
                         cfg.evaluate.backward)
     run = Run(root, cfg.model_dump(mode="json"), kind="humpback", config_source=str(config_path), order=order)
     run.select(start, until)
+    run.describe = _describe
     log.warning("run %s: %d stages -> %s", cfg.name, len(order), root)
 
     def done(name: str) -> bool:
@@ -455,9 +456,15 @@ def format_outputs(run: Run) -> list[str]:
                    "each)")
     if "export" in done:
         out.append(f"  dataset + card   {lay.export}  (README.md is the dataset card)")
+    if (run.dir / "report.html").is_file():
+        out.append(f"  report           {run.dir / 'report.html'}  (one self-contained page: stages, scores, "
+                   "self-checks, every pair; open it in a browser)")
+    if run.logs_dir.is_dir():
+        out.append(f"  stage logs       {run.logs_dir}/<stage>.log  (everything each stage printed; -v shows it live)")
     out += ["next:",
             f"  humpback stats {run.dir}                      # counts, lengths, scores, verbs, duplicates",
-            f"  humpback export {run.dir} --to-hub USER/NAME  # publish the curated dataset with its card"]
+            f"  humpback export {run.dir} --to-hub USER/NAME  # publish the curated dataset with its card",
+            f"  humpback report {run.dir}                     # rewrite report.html (e.g. after more stages)"]
     if len(models) > 1:
         heldout = lay.heldout if lay.heldout.exists() else "HELDOUT.jsonl"
         names = ",".join(str(lay.model(m)) for m in models if m != "backward")

@@ -24,6 +24,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 
+from . import console
 from .faults import fault_point
 from .locks import locked, output_lock_path
 from .records import write_json
@@ -118,9 +119,16 @@ class Run:
         self.forced: set[str] = set()
         self.until: Optional[str] = None
         self.timings: dict[str, float] = {}
+        # one line of a finished stage's result, for the terminal (humpback.loop sets its own)
+        self.describe: Callable[[str, dict[str, Any]], str] = lambda name, result: ""
         self.save()
 
     # ------------------------------------------------------------------------------------------ manifest
+    @property
+    def logs_dir(self) -> Path:
+        """RUN/logs/<stage>.log: everything a stage printed, in a quiet run."""
+        return self.dir / "logs"
+
     @property
     def manifest_path(self) -> Path:
         return self.dir / MANIFEST
@@ -218,10 +226,17 @@ class Run:
                           outputs=[str(o) for o in outs], started=time.time())
         self.stages[name] = rec
         self.save()
-        print(f"\n=== [{name}] ===", flush=True)
+        quiet = console.is_quiet()
+        if not quiet:
+            print(f"\n=== [{name}] ===", flush=True)
         t0 = time.perf_counter()
         try:
-            result = fn() or {}
+            with console.stage(name, self.logs_dir / f"{name}.log") as shown:
+                result = fn() or {}
+                try:
+                    shown.result = self.describe(name, json.loads(json.dumps(result, default=str)))
+                except Exception as e:  # a summary line must never fail a finished stage
+                    shown.result = f"({type(e).__name__} describing the result)"
         except BaseException as e:
             rec.status = "failed"
             rec.error = f"{type(e).__name__}: {e}"
@@ -235,7 +250,8 @@ class Run:
         self.timings[name] = rec.seconds
         self.save()
         fault_point("run.stage_done")
-        print(f"--- [{name}] done in {rec.seconds:.1f}s", flush=True)
+        if not quiet:
+            print(f"--- [{name}] done in {rec.seconds:.1f}s", flush=True)
         return rec.result
 
     def summary_rows(self) -> list[dict[str, Any]]:

@@ -15,7 +15,6 @@ import logging
 import os
 import shutil
 import sys
-import time
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager, nullcontext
@@ -323,33 +322,6 @@ def chunked(docs: Iterable[Document], size: int) -> Iterator[list[Document]]:
             chunk = []
     if chunk:
         yield chunk
-
-
-class RateMeter:
-    """Items/s, tokens/s and ETA for a task's log lines (datatrove runs tasks without a terminal bar)."""
-
-    def __init__(self, label: str, total: int | None, rank: int, every_s: float = 10.0) -> None:
-        self.label, self.total, self.rank = label, total, rank
-        self.start = self.last = time.perf_counter()
-        self.done = 0
-        self.tokens = 0
-        self.every_s = every_s
-
-    def update(self, items: int, tokens: int = 0, force: bool = False) -> None:
-        self.done += items
-        self.tokens += tokens
-        now = time.perf_counter()
-        if force or now - self.last >= self.every_s:
-            self.last = now
-            el = max(now - self.start, 1e-9)
-            rate = self.done / el
-            eta = ""
-            if self.total:
-                left = max(self.total - self.done, 0)
-                eta = f", ETA {left / rate:.0f}s" if rate > 0 else ""
-            total = f"/{self.total}" if self.total else ""
-            tok = f", {self.tokens / el:.1f} tok/s" if self.tokens else ""
-            log.warning("[task %d] %s %d%s (%.2f/s%s%s)", self.rank, self.label, self.done, total, rate, tok, eta)
 
 
 def count_rows(path: str | os.PathLike) -> int:

@@ -187,12 +187,22 @@ def format_stats(results: list[dict[str, Any]]) -> str:
 
 def plot_stats(path: str | os.PathLike, out_png: str | os.PathLike) -> Path:
     """Length histograms (and score histograms where scored) of every data set under ``path``."""
+    out = Path(out_png)
+    png = stats_png(find_sets(path))
+    with atomic_path(out, suffix=".png") as tmp:  # a full disk leaves no half-written picture
+        tmp.write_bytes(png)
+    return out
+
+
+def stats_png(sets: list[DataSet]) -> bytes:
+    """``plot_stats``' picture of these data sets as PNG bytes (the run report inlines it)."""
+    import io
+
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    sets = find_sets(path)
     cols = 3
     fig, axes = plt.subplots(len(sets), cols, figsize=(4 * cols, 2.6 * len(sets)), squeeze=False)
     for row, ds in zip(axes, sets):
@@ -210,11 +220,10 @@ def plot_stats(path: str | os.PathLike, out_png: str | os.PathLike) -> Path:
         for ax in row[len(panels):]:
             ax.axis("off")
     fig.tight_layout()
-    out = Path(out_png)
-    with atomic_path(out, suffix=".png") as tmp:  # a full disk leaves no half-written picture
-        fig.savefig(tmp, dpi=100, format="png")
+    buf = io.BytesIO()
+    fig.savefig(buf, dpi=100, format="png")
     plt.close(fig)
-    return out
+    return buf.getvalue()
 
 
-__all__ = ["collect_stats", "format_stats", "plot_stats", "find_sets", "describe"]
+__all__ = ["collect_stats", "format_stats", "plot_stats", "stats_png", "find_sets", "describe"]

@@ -641,7 +641,9 @@ def test_kill_9_during_estep_then_resume(tiny_model_dir, tmp_path):
     proc = subprocess.run(cmd, env=env, cwd=tmp_path, capture_output=True, text=True,
                           timeout=600, check=False)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "resuming an interrupted run" in proc.stderr and f"{done_before} chunk(s) reused" in proc.stderr
+    # a quiet run keeps a stage's log lines in RUN/logs/<stage>.log
+    stage_log = (tmp_path / "run" / "logs" / "estep_1.log").read_text()
+    assert "resuming an interrupted run" in proc.stderr and f"{done_before} chunk(s) reused" in stage_log
     samples = read_rows(tmp_path / "run" / "iter_1" / "estep" / "samples.parquet")
     assert len(samples) == 10 * 6 and len({(r["problem_id"], r["sample"]) for r in samples}) == 60
     accepted = pq.read_table(tmp_path / "run" / "iter_1" / "estep" / "accepted.parquet").to_pylist()

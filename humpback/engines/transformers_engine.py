@@ -67,7 +67,9 @@ class _Progress:
         self.start = time.perf_counter()
         self.tokens = 0
         self.bar = None
-        if enabled and total > 0:
+        from .. import console
+
+        if enabled and total > 0 and not console.in_stage():  # a quiet stage's meter is its live line
             from tqdm.auto import tqdm
 
             self.bar = tqdm(total=total, desc=desc, unit="seq", leave=False, dynamic_ncols=True)

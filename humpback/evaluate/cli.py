@@ -41,6 +41,16 @@ def _writing(out):
     return locked(output_lock_path(out), command_name())
 
 
+def _quiet_stage(name: str, out):
+    """In a quiet run the evaluation's own output goes to OUT/logs/eval.log, named on its finished line."""
+    from pathlib import Path
+
+    from .. import console
+
+    log_path = Path(out) / "logs" / "eval.log"
+    return console.stage(name, log_path, result=f"(log: {log_path})")
+
+
 def default_output(inputs, name: str):
     from .common import default_output as _default
 
@@ -96,7 +106,7 @@ def scorer_cmd(pairs, model, scorers, sample, negatives, corpus, output, config_
     cfg = _config(config_path, **_base_overrides(bootstrap, seed, dtype, batch_size))
     specs = parse_scorer_specs(scorers, model)
     out = output or default_output([pairs], "scorer")
-    with _writing(out):
+    with _writing(out), _quiet_stage("eval scorer", out):
         summary = evaluate_scorers(pairs, specs, out, sample=None if sample < 0 else sample, config=cfg,
                                    scorer_config=cfg.scorer, negatives=negatives, corpus=corpus)
     click.echo(format_scorer_summary(summary))
@@ -124,8 +134,9 @@ def backward_cmd(pairs, model, scorer_model, k, sample, output, config_path, boo
 
     cfg = _config(config_path, **_base_overrides(bootstrap, seed, dtype, batch_size), **{"backward.sample": sample})
     out = output or default_output([pairs], "backward")
-    summary = evaluate_backward(pairs, model, out, scorer_model=scorer_model, k=k, config=cfg, augment=cfg.augment,
-                                settings=cfg.backward)
+    with _quiet_stage("eval backward", out):
+        summary = evaluate_backward(pairs, model, out, scorer_model=scorer_model, k=k, config=cfg,
+                                    augment=cfg.augment, settings=cfg.backward)
     click.echo(format_backward_table(summary))
     click.echo(f"\nwrote {summary['files']['summary']}, {summary['files']['table']}, {summary['files']['plot']}")
 

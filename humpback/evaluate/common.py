@@ -12,7 +12,6 @@ import hashlib
 import json
 import logging
 import math
-import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +21,7 @@ import numpy as np
 from pydantic import Field
 
 from ..config import EngineConfig, StrictModel
+from ..progress import Meter
 from ..records import RecordError, iter_jsonl, read_parquet_file, write_json
 from ..shards import stable_id
 
@@ -240,24 +240,6 @@ def histogram(values: Sequence[float | None], bins: int = 20) -> dict[str, list[
 
 
 # ------------------------------------------------------------------------------------------- resumable calls
-class Progress:
-    """One log line every few seconds: items done, items/s and ETA."""
-
-    def __init__(self, label: str, total: int, every_s: float = 10.0) -> None:
-        self.label, self.total, self.every_s = label, total, every_s
-        self.start = self.last = time.perf_counter()
-        self.done = 0
-
-    def update(self, n: int, computed: bool = True) -> None:
-        self.done += n
-        now = time.perf_counter()
-        if computed and (now - self.last >= self.every_s or self.done >= self.total):
-            self.last = now
-            rate = self.done / max(now - self.start, 1e-9)
-            eta = (self.total - self.done) / rate if rate > 0 else float("nan")
-            log.info("%s: %d/%d (%.2f/s, ETA %.0fs)", self.label, self.done, self.total, rate, eta)
-
-
 def cached_chunks(work: Path, ids: Sequence[str], compute: Callable[[list[int]], list[Any]], chunk_size: int,
                   label: str) -> list[Any]:
     """``compute`` over index chunks of ``ids``, each chunk's results saved to ``work/NNNNN.json``.
@@ -267,7 +249,7 @@ def cached_chunks(work: Path, ids: Sequence[str], compute: Callable[[list[int]],
     """
     work.mkdir(parents=True, exist_ok=True)
     out: list[Any] = []
-    progress = Progress(label, len(ids))
+    progress = Meter(label, len(ids), logger=log)
     for start in range(0, len(ids), chunk_size):
         idx = list(range(start, min(start + chunk_size, len(ids))))
         path = work / f"{start // chunk_size:05d}.json"
@@ -280,7 +262,7 @@ def cached_chunks(work: Path, ids: Sequence[str], compute: Callable[[list[int]],
                 saved = None
         if saved is not None and saved.get("ids") == chunk_ids:
             out.extend(saved["results"])
-            progress.update(len(idx), computed=False)
+            progress.update(len(idx), replayed=True)
             continue
         results = compute(idx)
         if len(results) != len(idx):

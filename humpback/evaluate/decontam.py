@@ -27,7 +27,8 @@ from pydantic import Field
 
 from ..config import StrictModel
 from ..records import RecordError, write_json, write_jsonl
-from .common import Progress, data_files, is_run_dir, load_items
+from ..progress import Meter
+from .common import data_files, is_run_dir, load_items
 from .diversity import discover_sets
 
 log = logging.getLogger("humpback.eval")
@@ -139,7 +140,7 @@ def decontaminate(
     flagged_by_eval: Counter = Counter()
     for name, path in sets:
         items = [it for it in load_items(path, need_output=False)]
-        progress = Progress(f"decontam {name}", len(items), every_s=10)
+        progress = Meter(f"decontam {name}", len(items), logger=log)
         for it in items:
             checked[name] += 1
             row = _check(it, name, index, cfg)

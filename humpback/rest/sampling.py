@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
-import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -21,6 +19,7 @@ from typing import Any
 
 import pyarrow as pa
 
+from ..progress import Meter
 from ..engines import Engine, GenerationRequest
 from ..prompts import render
 from ..records import write_json
@@ -68,36 +67,6 @@ def prompt_messages(template: str, problem: Problem) -> list[dict[str, str]]:
     return [{"role": "user", "content": render(template, problem=problem.problem)}]
 
 
-class _Meter:
-    """Problems/s, samples/s, output tokens/s and ETA, logged after every chunk."""
-
-    def __init__(self, label: str, total: int) -> None:
-        self.label, self.total = label, total
-        self.start = time.perf_counter()
-        self.done = self.samples = self.tokens = 0
-
-    def update(self, problems: int, samples: int, tokens: int, replayed: bool) -> None:
-        self.done += problems
-        if replayed:
-            self.total -= problems  # replayed chunks say nothing about speed
-            self.done -= problems
-            return
-        self.samples += samples
-        self.tokens += tokens
-        el = max(time.perf_counter() - self.start, 1e-9)
-        rate = self.done / el
-        eta = (self.total - self.done) / rate if rate > 0 else float("nan")
-        log.info("[%s] %d/%d problems, %d samples (%.2f samples/s, %.1f tok/s), ETA %s", self.label, self.done,
-                 self.total, self.samples, self.samples / el, self.tokens / el, _fmt_eta(eta))
-
-
-def _fmt_eta(seconds: float) -> str:
-    if math.isnan(seconds):
-        return "?"
-    m, s = divmod(int(seconds), 60)
-    return f"{m}m{s:02d}s" if m else f"{s}s"
-
-
 def _check_settings(work: Path, settings: dict[str, Any]) -> None:
     path = work / "settings.json"
     if path.is_file():
@@ -120,7 +89,8 @@ def sample_and_grade(engine: Engine, problems: Sequence[Problem], reward: Reward
                            "plans": [asdict(p) for p in plans], "chunk_problems": chunk_problems,
                            **(settings or {})})
     store = ChunkStore(work / "chunks", 0, SAMPLE_SCHEMA, stage="rest")
-    meter = _Meter(label, len(problems))
+    meter = Meter(f"[{label}] problems", len(problems), logger=log)
+    samples = 0
     rows: list[dict[str, Any]] = []
     replayed = 0
     for index in range(0, len(problems), chunk_problems):
@@ -130,12 +100,13 @@ def sample_and_grade(engine: Engine, problems: Sequence[Problem], reward: Reward
         if done is not None:
             rows.extend(done)
             replayed += 1
-            meter.update(len(chunk), 0, 0, replayed=True)
+            meter.update(len(chunk), replayed=True)
             continue
         chunk_rows, tokens = _sample_chunk(engine, chunk, reward, template, plans)
         store.save(index // chunk_problems, ids, chunk_rows)
         rows.extend(chunk_rows)
-        meter.update(len(chunk), len(chunk_rows), tokens, replayed=False)
+        samples += len(chunk_rows)
+        meter.update(len(chunk), tokens, extra=f"{samples} samples")
     if replayed:
         log.info("[%s] %d chunk(s) reused from %s", label, replayed, work / "chunks")
     return rows

@@ -330,7 +330,13 @@ def _trainer_class():
             self._started = None
 
         def on_train_begin(self, args, state, control, **kwargs):
+            from ..progress import Meter
+
             self._started = time.perf_counter()
+            # the live line only: the step lines below are the log's record
+            self.meter = Meter("steps", state.max_steps, every_s=None)
+            if state.global_step:  # resumed from a checkpoint
+                self.meter.update(state.global_step, replayed=True)
 
         def on_step_begin(self, args, state, control, **kwargs):
             self._t0 = time.perf_counter()
@@ -347,6 +353,9 @@ def _trainer_class():
                 self.tokens = float(logs["num_tokens"])
             if "loss" in logs:
                 step_s = self.step_times[-1] if self.step_times else float("nan")
+                meter = getattr(self, "meter", None)
+                if meter is not None:
+                    meter.update(state.global_step - meter.done, extra=f"loss {logs['loss']:.3f}")
                 log.info("step %d/%d  loss %.4f  lr %.3g  %.2f s/step", state.global_step, state.max_steps,
                          logs["loss"], logs.get("learning_rate", float("nan")), step_s)
 
