@@ -605,7 +605,9 @@ OUTCOMES = {
     "os-exit-during-the-tests": NO_RESULT,
     "raise-base-exceptions-in-tests": "asserts failed: test statement 1: GeneratorExit",
     "signals-to-self": NO_RESULT,
-    "interrupt-main-thread": NO_RESULT,
+    # the KeyboardInterrupt lands at the interpreter's next check: on a loaded machine that can be after `add`
+    # returned its wrong sum, so the tests fail first (seen once in a full run); either way nothing passes
+    "interrupt-main-thread": (NO_RESULT, "asserts failed: "),
     "close-every-descriptor": NO_RESULT,
     "override-excepthook": "asserts error: RuntimeError: boom",
     "crash-the-interpreter": "asserts ",  # a timeout, SystemError or a crash, depending on the stack
