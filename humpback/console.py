@@ -90,21 +90,25 @@ class _LiveLine:
     def __init__(self, name: str, stream: Optional[IO[str]]) -> None:
         self.name, self.t0, self.text = name, time.perf_counter(), ""
         self.live = None
+        from rich.spinner import Spinner
+
+        self.spinner = Spinner("dots")  # one instance, so that its frames advance between refreshes
         if stream is not None:
             from rich.console import Console
             from rich.live import Live
 
+            # rich would otherwise take over sys.stdout/stderr and print the stage's output above the line
             self.live = Live(console=Console(file=stream, highlight=False), transient=True, refresh_per_second=4,
-                             get_renderable=self.render)
+                             get_renderable=self.render, redirect_stdout=False, redirect_stderr=False)
             self.live.start()
 
     def render(self):
-        from rich.spinner import Spinner
         from rich.text import Text
 
         elapsed = time.perf_counter() - self.t0
-        return Spinner("dots", text=Text(f"{self.name:<14} {elapsed:6.0f}s  {self.text}", overflow="ellipsis",
-                                         no_wrap=True))
+        self.spinner.update(text=Text(f"{self.name:<14} {elapsed:6.0f}s  {self.text}", overflow="ellipsis",
+                                      no_wrap=True))
+        return self.spinner
 
     def update(self, text: str) -> None:
         self.text = text

@@ -101,3 +101,28 @@ def test_a_default_run_prints_a_short_terminal_and_keeps_the_logs(tmp_path, tiny
     assert loud.returncode == 0, loud.stderr[-3000:]
     assert "documents without a segment" in loud.stdout + loud.stderr
     assert not (tmp_path / "loud" / "logs").exists()
+
+
+def test_on_a_terminal_the_live_line_does_not_echo_the_stage_output(tmp_path):
+    import pty
+
+    log_file = tmp_path / "logs" / "x.log"
+    code = ("from pathlib import Path\nfrom humpback import console\nwith console.quiet():\n"
+            f"    with console.stage('x', Path({str(log_file)!r})):\n        print('stage output')\n")
+    master, slave = pty.openpty()
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=slave, stderr=slave, close_fds=True)
+    os.close(slave)
+    out = b""
+    while True:
+        try:
+            chunk = os.read(master, 4096)
+        except OSError:  # EIO once the child has closed the terminal
+            break
+        if not chunk:
+            break
+        out += chunk
+    os.close(master)
+    assert proc.wait(timeout=60) == 0
+    text = out.decode(errors="replace")
+    assert "✓ x" in text and "stage output" not in text, text
+    assert "stage output" in log_file.read_text()
