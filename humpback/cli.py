@@ -119,11 +119,9 @@ def generate_cmd(text, model, template, temperature, top_p, max_tokens, n, seed)
 
 
 def _quiet_stage(name: str, log_path):
-    """The library call of a stage command: in a quiet run its output goes to ``log_path``, named on the
-    command's finished line."""
     from . import console
 
-    return console.stage(name, Path(log_path), result=f"(log: {log_path})")
+    return console.command(name, log_path)
 
 # --- seed (humpback.seed) ---
 

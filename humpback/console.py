@@ -118,6 +118,11 @@ class _LiveLine:
             self.live.stop()
 
 
+def command(name: str, log_path: Path):
+    """The library call of a stage command: a quiet stage whose finished line names its log."""
+    return stage(name, Path(log_path), result=f"(log: {log_path})")
+
+
 def _place_log(tmp: Path, log_path: Path, keep: bool) -> None:
     """Append a staged log to its place (a failed command without an output folder keeps it in the temp dir)."""
     if not keep:
@@ -127,7 +132,7 @@ def _place_log(tmp: Path, log_path: Path, keep: bool) -> None:
         with open(log_path, "a", encoding="utf-8") as dst:
             dst.write(tmp.read_text(encoding="utf-8", errors="replace"))
         tmp.unlink()
-    except OSError:
+    except OSError:  # the log stays in the temp folder; the command's own result is what matters
         pass
 
 

@@ -42,13 +42,12 @@ def _writing(out):
 
 
 def _quiet_stage(name: str, out):
-    """In a quiet run the evaluation's own output goes to OUT/logs/eval.log, named on its finished line."""
+    """In a quiet run the evaluation's own output goes to OUT/logs/eval.log."""
     from pathlib import Path
 
     from .. import console
 
-    log_path = Path(out) / "logs" / "eval.log"
-    return console.stage(name, log_path, result=f"(log: {log_path})")
+    return console.command(name, Path(out) / "logs" / "eval.log")
 
 
 def default_output(inputs, name: str):
