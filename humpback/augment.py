@@ -82,7 +82,7 @@ class SelectionConfig(StrictModel):
 
 
 class AugmentConfig(StrictModel):
-    template: str = "backward"  # prompts/backward.jinja, variable `output`
+    template: str = "backward"  # humpback/resources/prompts/backward.jinja, variable `output`
     system: Optional[str] = None
     generation: GenerationConfig = GenerationConfig(max_tokens=96)
     # Best-of-k backtranslation: sample this many instructions per segment and keep the accepted one that the

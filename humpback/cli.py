@@ -93,7 +93,8 @@ def models_cmd(convert: bool) -> None:
 @main.command("generate")
 @click.argument("text", required=False)
 @click.option("--model", default="smollm2-135m-instruct", show_default=True)
-@click.option("--template", default=None, help="Prompt template in prompts/ (e.g. backward); TEXT fills `output`.")
+@click.option("--template", default=None, help="Prompt template: a shipped one (e.g. backward: "
+              "humpback/resources/prompts/backward.jinja) or a .jinja file; TEXT fills `output`.")
 @click.option("--temperature", type=float, default=0.7, show_default=True)
 @click.option("--top-p", type=float, default=0.9, show_default=True)
 @click.option("--max-tokens", type=int, default=128, show_default=True)

@@ -1,4 +1,5 @@
-"""Prompt templates: ``prompts/*.jinja`` rendered in a sandbox, then through the model's chat template.
+"""Prompt templates: ``humpback/resources/prompts/*.jinja`` rendered in a sandbox, then through the model's chat
+template.
 
 Templates are rendered by a jinja2 ``SandboxedEnvironment`` with ``StrictUndefined``: user-supplied
 templates cannot reach Python internals, and a misspelt variable is an error instead of an empty string.
@@ -14,9 +15,9 @@ from typing import Any, Optional, Sequence
 from jinja2 import FileSystemLoader, StrictUndefined, TemplateNotFound, UndefinedError
 from jinja2.sandbox import SandboxedEnvironment
 
-# Repository-level prompts/ (the package is installed editable from the repo); HUMPBACK_PROMPTS adds a
-# user folder searched first, so users can override any template by name.
-BUILTIN_PROMPTS = Path(__file__).resolve().parent.parent / "prompts"
+# The shipped templates, package data (so a wheel install has them too). A render's extra folders come first,
+# then HUMPBACK_PROMPTS (a user folder), then these: a user can override any template by its name.
+BUILTIN_PROMPTS = Path(__file__).resolve().parent / "resources" / "prompts"
 
 
 class PromptError(ValueError):
