@@ -51,7 +51,7 @@ test-slow: install sandbox-deps
 	$(BIN)/python -m pytest -q -m slow
 
 quickstart: install
-	$(BIN)/humpback run configs/quickstart.yaml
+	$(BIN)/humpback run humpback/resources/configs/quickstart.yaml
 
 # Held-out human Q&A nobody on the team wrote (docs/eval.md): the Debian and Python FAQs, from Debian packages.
 HELDOUT := data/heldout

@@ -32,6 +32,7 @@ from .locks import locked, run_lock_path
 from .models import DEFAULT_MODEL
 from .records import read_table
 from .runs import Run
+from .seed import seed_source_path
 from .training.config import TrainConfig
 
 log = logging.getLogger(__name__)
@@ -46,7 +47,8 @@ class CorpusSettings(StrictModel):
 
 
 class SeedSettings(StrictModel):
-    path: str = "seed_data/seed.jsonl"  # JSONL/Parquet/HF folder/oasst1 (see `humpback seed import`)
+    # JSONL/Parquet/HF folder/oasst1 (see `humpback seed import`); the word `builtin` is the seed shipped with humpback
+    path: str = "builtin"
     format: Optional[Literal["jsonl", "parquet", "hf", "oasst1"]] = None  # None: detected
     lang: Optional[str] = "en"  # oasst1 only
     heldout_fraction: float = Field(0.1, ge=0.0, lt=1.0)  # kept out of training, for `humpback eval heldout`
@@ -179,9 +181,9 @@ def _check_inputs(cfg: RunConfig, source: str) -> None:
     from .models import resolve
 
     resolve(cfg.base_model)  # every model of the run is trained from it, here
-    if "://" not in cfg.seed.path and not Path(cfg.seed.path).exists():
-        raise ConfigError(f"{source}: seed.path: {cfg.seed.path}: no such file or folder "
-                          f"(relative paths are relative to the current directory, {Path.cwd()})")
+    if "://" not in cfg.seed.path and not seed_source_path(cfg.seed.path).exists():
+        raise ConfigError(f"{source}: seed.path: {cfg.seed.path}: no such file or folder (relative paths are relative "
+                          f"to the current directory, {Path.cwd()}; `builtin` is the seed shipped with humpback)")
 
 
 def _train_summary(result) -> dict[str, Any]:
@@ -259,7 +261,7 @@ def _run_stages(cfg: RunConfig, root: Path, config_path: str, start: Optional[st
         return {"read": report.read, "written": report.written, "heldout": report.heldout,
                 "dropped": dict(report.dropped)}
 
-    run.stage("seed", seed, params=cfg.seed.model_dump(mode="json"), inputs=[cfg.seed.path],
+    run.stage("seed", seed, params=cfg.seed.model_dump(mode="json"), inputs=[seed_source_path(cfg.seed.path)],
               outputs=[lay.seed, lay.heldout])
     if done("seed"):
         return run

@@ -36,6 +36,7 @@ PACKAGES = ("humpback", "torch", "transformers", "trl", "peft", "datatrove", "da
 # Files up to this size are fingerprinted by content; bigger ones (and every file of a big folder) by size and
 # mtime, which is what a rewrite changes and costs nothing on a 100 GB corpus.
 CONTENT_HASH_LIMIT = 64 * 1024 * 1024
+_PACKAGE_DIR = Path(__file__).resolve().parent  # inputs shipped inside it are named humpback:<path> (Run._key)
 
 
 class RunError(RuntimeError):
@@ -179,11 +180,14 @@ class Run:
         return canonical_hash({"params": params, "inputs": inputs, "after": upstream})
 
     def _key(self, path: str | os.PathLike) -> str:
-        """Inputs inside the run folder are named relative to it, so a moved or copied run stays current."""
-        try:
-            return "RUN/" + str(Path(path).resolve().relative_to(self.dir.resolve()))
-        except ValueError:
-            return str(path)
+        """Inputs inside the run folder are named relative to it, so a moved or copied run stays current; files
+        shipped inside the package (the builtin seed) relative to the package, so a reinstall elsewhere does too."""
+        for prefix, root in (("RUN/", self.dir), ("humpback:", _PACKAGE_DIR)):
+            try:
+                return prefix + Path(path).resolve().relative_to(root.resolve()).as_posix()
+            except ValueError:
+                pass
+        return str(path)
 
     def is_done(self, name: str) -> bool:
         rec = self.stages.get(name)

@@ -37,6 +37,11 @@ log = logging.getLogger(__name__)
 
 SEED_FORMATS = ("jsonl", "parquet", "hf", "oasst1")
 
+# The word `builtin` in place of a seed path (`seed.path: builtin` in a run config, `humpback seed import builtin`)
+# names the 260 pairs shipped inside the package (CC-BY-4.0, see its README.md), wherever humpback is installed.
+BUILTIN_SEED = "builtin"
+BUILTIN_SEED_PATH = Path(__file__).resolve().parent / "resources" / "seed" / "seed.jsonl"
+
 # Tried in order when the user did not name the keys. "input" comes last as an instruction key because in
 # the Alpaca layout it is the optional context that goes with "instruction" (see CONTEXT_KEYS).
 INSTRUCTION_ALIASES = ("instruction", "prompt", "question", "query", "input")
@@ -235,6 +240,11 @@ def _as_text(value: Any, key: str, where: str) -> str:
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         return "" if isinstance(value, float) and math.isnan(value) else str(value)
     raise RecordError(f"{where}: '{key}' must be text, got {type(value).__name__}")
+
+
+def seed_source_path(src: str | os.PathLike) -> Path:
+    """The file a seed reference names: :data:`BUILTIN_SEED_PATH` for the word ``builtin``, else ``src``."""
+    return BUILTIN_SEED_PATH if str(src) == BUILTIN_SEED else Path(src)
 
 
 def source_label(src: str | os.PathLike) -> str:
@@ -460,14 +470,16 @@ def import_seed(
     seed: int = 0,
     source: str | None = None,
 ) -> ImportReport:
-    """Import seed pairs from ``src`` into ``output`` (``.parquet`` or ``.jsonl``) in the seed schema.
+    """Import seed pairs from ``src`` (a path, or ``builtin`` for the shipped seed) into ``output`` (``.parquet``
+    or ``.jsonl``) in the seed schema.
 
     ``format`` is ``jsonl``, ``parquet``, ``hf`` or ``oasst1`` (oasst1 records in any container); by default
     it is detected from the path, and oasst1 from the first record's keys. ``instruction_key``/
     ``output_key`` default to the first of :data:`INSTRUCTION_ALIASES`/:data:`OUTPUT_ALIASES` present.
     ``lang`` filters oasst1 prompts (``None`` or ``"any"`` keeps all languages). Ids come from ``id_key``
     (default ``id`` when present), else :func:`pair_id`. ``source`` overrides the provenance string, which
-    defaults to the source path (``oasst1:<path>`` for oasst1) or a ``source`` column already present.
+    defaults to the source path (``oasst1:<path>`` for oasst1; ``builtin`` for the shipped seed) or a ``source``
+    column already present.
 
     With ``heldout_fraction`` > 0 a deterministic (``seed``) share of the pairs goes to
     ``<output stem>.heldout.<ext>`` instead, for evaluation.
@@ -476,7 +488,8 @@ def import_seed(
         raise ConfigError(f"format must be one of {list(SEED_FORMATS)}, got '{format}'")
     out_path = Path(output)
     out_kind = _output_kind(out_path)
-    src_path = Path(src)
+    src_path = seed_source_path(src)
+    label = BUILTIN_SEED if str(src) == BUILTIN_SEED else source_label(src_path)
     if src_path.exists() and out_path.exists() and src_path.resolve() == out_path.resolve():
         raise ConfigError(f"{out_path}: output would overwrite the source")
     if lang is not None and lang.lower() in ("", "any", "*"):
@@ -493,11 +506,11 @@ def import_seed(
         report.notes.append("detected the oasst1 message format from the keys")
     if report.format == "oasst1":
         report.instruction_key, report.output_key = "prompt text", "rank-0 reply text"
-        label = source or f"oasst1:{source_label(src_path)}"
+        label = source or f"oasst1:{label}"
         candidates = select_oasst1(records, lang, report, label)
     else:
         candidates = _pairs_from_records(records, first, report, instruction_key, output_key, id_key,
-                                         source or source_label(src_path), source is not None)
+                                         source or label, source is not None)
 
     kept: list[dict] = []
     seen_instructions: dict[str, tuple[str, str]] = {}
@@ -564,9 +577,10 @@ def _length_stats(values: list[int]) -> dict[str, float]:
 def seed_stats(path: str | os.PathLike, instruction_key: str | None = None,
                output_key: str | None = None, category_key: str = "category",
                split: str | None = None) -> dict[str, Any]:
-    """Count, per-category counts (when ``category_key`` exists) and word-length stats of a seed file."""
+    """Count, per-category counts (when ``category_key`` exists) and word-length stats of a seed file
+    (``builtin``: the shipped one)."""
     notes: list[str] = []
-    records = iter_records(path, None, split, notes)
+    records = iter_records(seed_source_path(path), None, split, notes)
     first = next(records, None)
     if first is None:
         raise RecordError(f"{path}: no records")
@@ -606,7 +620,7 @@ def _fmt(x: float) -> str:
 
 
 def format_stats(stats: dict[str, Any], markdown: bool = False) -> str:
-    """Plain text for the terminal, or Markdown tables (what seed_data/README.md is generated from)."""
+    """Plain text for the terminal, or Markdown tables (what the shipped seed's README.md is generated from)."""
     count = stats["count"]
     cats = stats["categories"]
     lengths = [("instruction", stats["instruction_words"]), ("output", stats["output_words"])]

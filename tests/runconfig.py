@@ -9,6 +9,7 @@ import pyarrow.parquet as pq
 import yaml
 
 from humpback.records import parquet_files
+from humpback.seed import BUILTIN_SEED_PATH
 
 REPO = Path(__file__).resolve().parent.parent
 # a random model writes no requests: the default filters would drop everything it writes
@@ -23,7 +24,7 @@ def tiny_run_config(tmp: Path, tiny_model_dir: str, **changes) -> Path:
         build_quickstart_corpus(corpus)
     seed = tmp / "seed.jsonl"
     if not seed.exists():
-        lines = (REPO / "seed_data" / "seed.jsonl").read_text().splitlines()
+        lines = (BUILTIN_SEED_PATH).read_text().splitlines()
         # short pairs only: the tiny-model trainings use max_length 384
         seed.write_text("\n".join([line for line in lines if len(line) < 1200][:14]) + "\n")
     engine = {"dtype": "float32", "progress": False}

@@ -22,8 +22,8 @@ from humpback.scorers import (
     pmi_to_scores,
     shuffled_pairs,
 )
+from humpback.seed import BUILTIN_SEED_PATH
 
-REPO = Path(__file__).resolve().parent.parent
 FAST = EngineConfig(dtype="float32", progress=False, batch_size=8)
 
 TOPICS = [
@@ -188,7 +188,7 @@ def test_score_helpers():
 
 # ----------------------------------------------------------------------------- real SmolLM2
 def _seed_pairs(n: int) -> list[dict]:
-    rows = [json.loads(line) for line in (REPO / "seed_data" / "seed.jsonl").read_text().splitlines()]
+    rows = [json.loads(line) for line in (BUILTIN_SEED_PATH).read_text().splitlines()]
     step = max(len(rows) // n, 1)  # spread over categories
     return rows[::step][:n]
 

@@ -21,6 +21,7 @@ from humpback.evaluate.backward import (
     select,
 )
 from humpback.evaluate.common import EvalConfig
+from humpback.init import STARTER
 from humpback.records import parquet_files, write_jsonl, write_parquet
 from humpback.scorers import conditional_logprobs, pmi_of
 
@@ -168,8 +169,8 @@ def test_smollm2_backward_model_writes_relevant_requests(tmp_path, smollm2_dir):
     from humpback.training import train_backward
 
     repo = Path(__file__).resolve().parent.parent
-    cfg = load_run_config(repo / "configs" / "quickstart.yaml")
-    import_seed(str(repo / "seed_data" / "seed.jsonl"), tmp_path / "seed.parquet", heldout_fraction=0.1, seed=0)
+    cfg = load_run_config(STARTER)
+    import_seed("builtin", tmp_path / "seed.parquet", heldout_fraction=0.1, seed=0)
     model = train_backward(str(tmp_path / "seed.parquet"), tmp_path / "backward", config=cfg.training("backward"))
     summary = evaluate_backward(tmp_path / "seed.heldout.parquet", str(model.output), tmp_path / "eval",
                                 config=EvalConfig(engine=EngineConfig(progress=False), bootstrap=200),

@@ -24,6 +24,7 @@ import pytest
 
 from humpback.config import ConfigError, EngineConfig, validate_config
 from humpback.faults import ENV as FAULT_ENV
+from humpback.init import CONFIGS
 from humpback.records import RecordError, read_rows
 from humpback.rest.answers import answers_equal, canonical, extract_answer
 from humpback.rest.config import RestConfig, load_rest_config
@@ -35,7 +36,6 @@ from humpback.rest.sandbox import SandboxLimits, SandboxUnavailable, isolation_p
 from humpback.rest.steps import select_accepted
 from humpback.rest.wordproblems import LEVELS, generate_problems
 
-REPO = Path(__file__).resolve().parent.parent
 
 
 # ------------------------------------------------------------------------------------------ answers
@@ -416,7 +416,7 @@ def test_config_defaults_are_the_papers_and_errors_name_the_key(tmp_path):
     f.write_text("problems: {path: a.jsonl, generate: {}}\n")
     with pytest.raises(ConfigError, match="exactly one of"):
         load_rest_config(f)
-    shipped = load_rest_config(REPO / "configs" / "rest_quickstart.yaml")
+    shipped = load_rest_config(CONFIGS / "rest_quickstart.yaml")
     assert shipped.iterations == 1 and shipped.problems.generate is not None
 
 

@@ -22,6 +22,7 @@ from click.testing import CliRunner
 from humpback.cli import main
 from humpback.config import ConfigError
 from humpback.faults import ENV as FAULT_ENV
+from humpback.init import CONFIGS, STARTER
 from humpback.loop import load_run_config, run_loop
 from humpback.records import parquet_files
 from runconfig import tiny_run_config
@@ -116,11 +117,9 @@ def test_unknown_key_and_missing_input_are_named(tmp_path, tiny_model_dir):
 
 def test_shipped_configs_are_valid():
     for name in ("quickstart.yaml", "paper.yaml"):
-        path = REPO / "configs" / name
-        if path.exists():
-            load_run_config(path)
-    cfg = load_run_config(REPO / "configs" / "quickstart.yaml")
-    assert cfg.rounds == 1 and cfg.corpus.inputs == ["quickstart"]
+        load_run_config(CONFIGS / name)
+    cfg = load_run_config(STARTER)
+    assert cfg.rounds == 1 and cfg.corpus.inputs == ["quickstart"] and cfg.seed.path == "builtin"
 
 
 def _run_cli(cfg: Path, root: Path, *args: str, fault: str | None = None) -> subprocess.CompletedProcess:

@@ -24,8 +24,9 @@ from humpback.quickstart_corpus import (
     iter_quickstart_docs,
     rst_to_markdown_headings,
 )
-from humpback.records import RecordError, read_rows
+from humpback.records import RecordError, read_rows, read_table
 from humpback.seed import (
+    BUILTIN_SEED_PATH,
     detect_container,
     format_stats,
     heldout_path,
@@ -461,12 +462,11 @@ def test_build_seed_reports_every_problem_and_writes_nothing(tmp_path):
 
 
 def test_shipped_seed_set_imports_cleanly(tmp_path):
-    seed = REPO / "seed_data" / "seed.jsonl"
-    if not seed.exists():
-        pytest.skip("seed_data/seed.jsonl not built yet (python tools/build_seed.py)")
-    report = import_seed(seed, tmp_path / "seed.parquet")
+    report = import_seed("builtin", tmp_path / "seed.parquet")
     assert report.written == report.read >= 250 and report.dropped_total == 0
-    readme = (REPO / "seed_data" / "README.md").read_text()
+    assert report.src == "builtin"
+    assert set(read_table(tmp_path / "seed.parquet").column("source").to_pylist()) == {"builtin"}
+    readme = (BUILTIN_SEED_PATH.parent / "README.md").read_text()
     assert f"Pairs: **{report.written}**" in readme and "CC-BY-4.0" in readme
 
 

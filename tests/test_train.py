@@ -16,6 +16,7 @@ import pytest
 from humpback.config import ConfigError, EngineConfig, load_config
 from humpback.models import resolve
 from humpback.records import RecordError, read_rows
+from humpback.seed import BUILTIN_SEED_PATH
 from humpback.train import (
     SEED_TAG,
     WEB_TAG,
@@ -29,7 +30,6 @@ from humpback.train import (
 from humpback.training.data import forward_examples, load_augmented, load_seed
 from humpback.training.sft import build_trainer
 
-REPO = Path(__file__).resolve().parent.parent
 
 PAIRS = [
     ("What is the capital of France?", "Paris is the capital of France."),
@@ -295,7 +295,7 @@ def test_lora_model_loads_in_the_engine(tiny_model_dir, seed_file, tmp_path, sav
 
 @pytest.mark.slow
 def test_smollm2_forward_and_backward_few_steps(smollm2_dir, tmp_path):
-    shipped = REPO / "seed_data" / "seed.jsonl"
+    shipped = BUILTIN_SEED_PATH
     if not shipped.is_file():
         pytest.skip("no shipped seed set")
     rows = [json.loads(line) for line in shipped.read_text().splitlines() if line.strip()][:16]

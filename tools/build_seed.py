@@ -1,8 +1,8 @@
 #!/usr/bin/env python
-"""Merge the hand-written seed parts into seed_data/seed.jsonl and regenerate seed_data/README.md.
+"""Merge the hand-written seed parts into the shipped seed.jsonl and regenerate its README.md.
 
-    python tools/build_seed.py [--parts seed_data/parts] [--output seed_data/seed.jsonl]
-                               [--readme seed_data/README.md] [--check]
+    python tools/build_seed.py [--parts humpback/resources/seed/parts] [--output humpback/resources/seed/seed.jsonl]
+                               [--readme humpback/resources/seed/README.md] [--check]
 
 The parts are where people write pairs (one file per author, any ids they like). This script is the only
 writer of seed.jsonl and README.md, so the shipped file always has the same layout: sorted by category, then
@@ -23,6 +23,7 @@ sys.path.insert(0, str(REPO))
 from humpback.records import atomic_path, write_jsonl
 from humpback.seed import format_stats, normalize_text, seed_stats
 
+SEED_DIR = REPO / "humpback" / "resources" / "seed"  # seed.jsonl and README.md ship in the package; parts/ do not
 FIELDS = ("id", "instruction", "output", "category")
 
 README_TEMPLATE = """\
@@ -52,13 +53,14 @@ JSON Lines, one pair per line, UTF-8:
 | `output` | the response |
 | `category` | the kind of request (table below) |
 
-Import it into a run (the seed schema keeps `id, instruction, output, source`; the category is only used
-for the statistics here):
+It ships inside the humpback package, and the word `builtin` names it: `seed.path: builtin` in a run config (the
+default), `humpback seed import builtin`, `humpback seed stats builtin`. Import it into a run (the seed schema
+keeps `id, instruction, output, source`; the category is only used for the statistics here):
 
 ```
-humpback seed import seed_data/seed.jsonl --output runs/demo/seed.parquet
+humpback seed import builtin --output runs/demo/seed.parquet
 # keep 10% aside for evaluation, written to runs/demo/seed.heldout.parquet
-humpback seed import seed_data/seed.jsonl --output runs/demo/seed.parquet --heldout-fraction 0.1 --seed 0
+humpback seed import builtin --output runs/demo/seed.parquet --heldout-fraction 0.1 --seed 0
 ```
 
 ## Contents
@@ -152,9 +154,9 @@ def build(parts_dir: Path, output: Path, readme: Path, check_only: bool = False)
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--parts", type=Path, default=REPO / "seed_data" / "parts")
-    ap.add_argument("--output", type=Path, default=REPO / "seed_data" / "seed.jsonl")
-    ap.add_argument("--readme", type=Path, default=REPO / "seed_data" / "README.md")
+    ap.add_argument("--parts", type=Path, default=SEED_DIR / "parts")
+    ap.add_argument("--output", type=Path, default=SEED_DIR / "seed.jsonl")
+    ap.add_argument("--readme", type=Path, default=SEED_DIR / "README.md")
     ap.add_argument("--check", action="store_true", help="Validate the parts only; write nothing.")
     args = ap.parse_args(argv)
     count, errors = build(args.parts, args.output, args.readme, check_only=args.check)

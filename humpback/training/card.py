@@ -6,8 +6,8 @@ from pathlib import Path
 from typing import Any, Sequence
 
 TASKS = {
-    "backward": "Backward model M_yx: given a response (humpback's backward_train.jinja prompt), writes the instruction it "
-                "answers. Used by `humpback augment` to label unlabelled text.",
+    "backward": "Backward model M_yx: given a response (humpback's backward_train.jinja prompt), writes the "
+                "instruction it answers. Used by `humpback augment` to label unlabelled text.",
     "forward": "Forward model: answers instructions. Seed pairs were tagged with the system prompt S_a, augmented "
                "pairs with S_w; at inference the paper's best setting is both tags (`forward_messages(..., "
                "tag='both')`).",

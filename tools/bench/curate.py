@@ -18,6 +18,7 @@ from pathlib import Path
 from humpback.config import EngineConfig
 from humpback.engines.transformers_engine import TransformersEngine
 from humpback.scorers import SCORERS, ScorerConfig, auroc, shuffled_pairs
+from humpback.seed import BUILTIN_SEED_PATH
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -28,7 +29,7 @@ def main() -> None:
     ap.add_argument("--pairs", type=int, default=64)
     ap.add_argument("--rationale-tokens", type=int, default=256)
     ap.add_argument("--max-output-chars", type=int, default=1200)
-    ap.add_argument("--pairs-file", type=Path, default=REPO / "seed_data" / "seed.jsonl")
+    ap.add_argument("--pairs-file", type=Path, default=BUILTIN_SEED_PATH)
     args = ap.parse_args()
 
     rows = [json.loads(x) for x in args.pairs_file.read_text().splitlines() if x.strip()]

@@ -54,7 +54,7 @@ MODES = {
 def load_pairs(n: int, seed: int) -> list[dict]:
     """Shipped seed pairs when present (naturally mixed lengths), else synthetic ones of spread lengths."""
     pairs = []
-    for f in sorted((REPO / "seed_data" / "parts").glob("*.jsonl")):
+    for f in sorted((REPO / "humpback" / "resources" / "seed" / "parts").glob("*.jsonl")):
         for line in f.read_text(encoding="utf-8").splitlines():
             if line.strip():
                 row = json.loads(line)

@@ -93,7 +93,7 @@ def prepare_inputs(args, run: Path, timings: dict, train_cfg) -> dict[str, Path]
         else:
             paths["seed"], paths["heldout"] = run / "seed.parquet", run / "seed.heldout.parquet"
             if not paths["seed"].exists():
-                print(import_seed(str(REPO / "seed_data" / "seed.jsonl"), str(paths["seed"]),
+                print(import_seed("builtin", str(paths["seed"]),
                                   heldout_fraction=0.1, seed=args.seed).summary())
         print(f"seed {paths['seed']}, held out {paths['heldout']}")
     with stage("segments: the quickstart corpus, prepared", timings):
