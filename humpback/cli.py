@@ -148,7 +148,8 @@ def seed_group() -> None:
 @writes_output("output")
 def seed_import_cmd(src, output, fmt, instruction_key, output_key, id_key, lang, split, heldout_fraction,
                     seed, source_name) -> None:
-    """Import seed pairs from SRC (JSONL, Parquet, a saved HF dataset or the oasst1 export)."""
+    """Import seed pairs from SRC (JSONL, Parquet, a saved HF dataset or the oasst1 export; `builtin`: the seed
+    shipped with humpback)."""
     from .seed import import_seed
 
     report = import_seed(src, output, format=fmt, instruction_key=instruction_key, output_key=output_key,
@@ -159,12 +160,12 @@ def seed_import_cmd(src, output, fmt, instruction_key, output_key, id_key, lang,
 
 @seed_group.command("stats")
 @click.argument("file")
-@click.option("--markdown", is_flag=True, help="Print Markdown tables (used for seed_data/README.md).")
+@click.option("--markdown", is_flag=True, help="Print Markdown tables (used for the shipped seed's README.md).")
 @click.option("--instruction-key", default=None)
 @click.option("--output-key", default=None)
 @click.option("--category-key", default="category", show_default=True)
 def seed_stats_cmd(file, markdown, instruction_key, output_key, category_key) -> None:
-    """Count, categories and word lengths of the pairs in FILE."""
+    """Count, categories and word lengths of the pairs in FILE (`builtin`: the seed shipped with humpback)."""
     from .seed import format_stats, seed_stats
 
     click.echo(format_stats(seed_stats(file, instruction_key, output_key, category_key), markdown=markdown))
@@ -395,7 +396,17 @@ def curate_cmd(pairs, model, output, scorer, min_score, config_path, engine, sel
 
 
 
-# --- run / export / stats ---------------------------------------------------------------------------
+# --- init / run / export / stats --------------------------------------------------------------------
+@main.command("init")
+@click.argument("directory", metavar="DIR")
+@click.option("--force", is_flag=True, help="Overwrite DIR/humpback.yaml if it exists.")
+def init_cmd(directory, force) -> None:
+    """Start a project in DIR: a commented starter config DIR/humpback.yaml (the shipped quickstart)."""
+    from .init import init_project
+
+    click.echo(init_project(directory, force=force).summary())
+
+
 @main.command("run")
 @click.argument("config_path", metavar="CONFIG")
 @click.option("--run-dir", default=None, help="Run folder (default: run_dir in CONFIG, else runs/<name>).")
