@@ -148,7 +148,7 @@ class VLLMConfig(StrictModel):
 class EngineConfig(StrictModel):
     """Which back-end runs a model, and how."""
 
-    kind: str = "transformers"  # a registered engine: transformers | endpoint | vllm
+    kind: str = "transformers"  # a registered engine (built in: transformers | endpoint | vllm)
     dtype: Literal["bfloat16", "float16", "float32", "auto"] = "bfloat16"
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     batch_size: int = Field(16, ge=1)

@@ -35,7 +35,7 @@ _SCORE_LINE = re.compile(r"^\W*score\W*[:=]\s*\**\s*(-?\d+(?:\.\d+)?)\s*(?:/\s*5
 
 
 class ScorerConfig(StrictModel):
-    kind: str = "auto"  # auto | a registered scorer: rubric | rubric-generate | pmi | humpback
+    kind: str = "auto"  # auto | a registered scorer (built in: rubric | rubric-generate | pmi | humpback)
     template: str = "curate_rubric"
     system: Optional[str] = None
     answer_prefix: str = "Score: "  # rubric: the assistant turn starts with this, the digit comes next
@@ -86,6 +86,8 @@ def parse_generated_score(text: str) -> tuple[Optional[int], Optional[str]]:
     return int(value), None
 
 
+# The built-ins below register with @register_scorer; one in a module of its own is a line here, imported when
+# a config names it: SCORERS.register("kind", "humpback.module:Class") (docs/extending.md).
 SCORERS: Registry[type["Scorer"]] = Registry("scorer", "scorer.kind")
 
 

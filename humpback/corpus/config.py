@@ -60,7 +60,7 @@ DEFAULT_NAVIGATION_KEYWORDS = [
 class ReadConfig(StrictModel):
     """How input records are read and which ones are rejected before any processing."""
 
-    format: str = "auto"  # auto | a registered corpus format: jsonl | parquet | warc | files | hf-disk
+    format: str = "auto"  # auto | a registered corpus format (built in: jsonl | parquet | warc | files | hf-disk)
     text_key: str = "text"
     id_key: str = "id"
     url_key: str = "url"

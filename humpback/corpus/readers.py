@@ -543,14 +543,8 @@ class CorpusReader(PipelineStep):
             )
         size = len(text.encode("utf-8", "surrogatepass"))
         if size > self.cfg.max_doc_bytes:
-            return Bad(
-                "too_large",
-                doc_id,
-                position,
-                detail=f"{size} bytes > read.max_doc_bytes ({self.cfg.max_doc_bytes})",
-                content=text[: self.cfg.quarantine_max_chars],
-                size=size,
-            )
+            return self.too_large(doc_id, position, f"{size} bytes > read.max_doc_bytes ({self.cfg.max_doc_bytes})",
+                                  text, size)
         if is_html is None:
             is_html = self.cfg.html == "always" or (self.cfg.html == "auto" and looks_like_html(text))
         meta = {
@@ -561,6 +555,11 @@ class CorpusReader(PipelineStep):
             "html": bool(is_html),
         }
         return Document(text=text if is_html else normalise_newlines(text), id=doc_id, metadata=meta)
+
+    def too_large(self, doc_id: str, position: Any, detail: str, content: Any, size: Optional[int]) -> Bad:
+        """An oversized record: quarantined with the head of its content only."""
+        return Bad("too_large", doc_id, position, detail=detail, content=content[: self.cfg.quarantine_max_chars],
+                   size=size)
 
     def row_doc(self, unit: InputUnit, row: Any, default_id: str, position: Any) -> Document | Bad:
         if not isinstance(row, dict):
@@ -612,7 +611,6 @@ class CorpusReader(PipelineStep):
                 default_id = f"{unit.rel}:{lineno}"
                 if len(line) >= cap + 2 and not line.endswith(b"\n"):
                     size = len(line)
-                    head = line[: self.cfg.quarantine_max_chars]
                     cut = None
                     try:
                         while True:  # skip the rest of the oversized line without keeping it
@@ -623,7 +621,7 @@ class CorpusReader(PipelineStep):
                     except _STREAM_ERRORS as e:
                         cut = e
                     detail = f"line of {size}+ bytes" if cut else f"line of {size} bytes > read.max_doc_bytes ({cap})"
-                    yield Bad("too_large", default_id, lineno, detail=detail, content=head, size=size)
+                    yield self.too_large(default_id, lineno, detail, line, size)
                     if cut is not None:
                         raise FileError("truncated_file", f"in line {lineno}: {type(cut).__name__}: {cut}") from None
                     continue
@@ -698,14 +696,7 @@ class CorpusReader(PipelineStep):
         except _STREAM_ERRORS as e:
             raise FileError("unreadable_file", f"{type(e).__name__}: {e}") from None
         if len(raw) > cap:
-            yield Bad(
-                "too_large",
-                doc_id,
-                None,
-                detail=f"file larger than read.max_doc_bytes ({cap})",
-                content=raw[: self.cfg.quarantine_max_chars],
-                size=unit.size,
-            )
+            yield self.too_large(doc_id, None, f"file larger than read.max_doc_bytes ({cap})", raw, unit.size)
             return
         if unit.fmt == "html":
             text = decode_html(raw)
@@ -800,14 +791,8 @@ class CorpusReader(PipelineStep):
             raise FileError("truncated_file", f"after record {ri - 1}: {type(e).__name__}: {e}") from None
         if len(raw) > cap:
             length = headers.get_header("Content-Length")
-            return Bad(
-                "too_large",
-                doc_id,
-                ri,
-                detail=f"record payload larger than read.max_doc_bytes ({cap})",
-                content=raw[: self.cfg.quarantine_max_chars],
-                size=int(length) if length and length.isdigit() else None,
-            )
+            return self.too_large(doc_id, ri, f"record payload larger than read.max_doc_bytes ({cap})", raw,
+                                  int(length) if length and length.isdigit() else None)
         if is_html:
             if not ctype and not looks_like_html(raw[:8192].decode("latin-1")):
                 return Skip("warc_non_html_records")
@@ -829,7 +814,8 @@ class CorpusReader(PipelineStep):
         return self.make_doc(unit, text, doc_id, url=url, is_html=is_html, position=ri)
 
 
-# In this order they are listed by --format and in errors.
+# In this order they are listed by --format and in errors. A format in a module of its own is a line here:
+# CORPUS_FORMATS.register("name", "humpback.corpus.module:FORMAT") (docs/extending.md).
 CORPUS_FORMATS.register("jsonl", CorpusFormat({"jsonl": (".jsonl", ".ndjson")}, CorpusReader._jsonl))
 CORPUS_FORMATS.register("parquet", CorpusFormat({"parquet": (".parquet", ".pq")}, CorpusReader._parquet,
                                                 check=_check_parquet_columns))
