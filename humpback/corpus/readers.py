@@ -620,7 +620,8 @@ class CorpusReader(PipelineStep):
                                 break
                     except _STREAM_ERRORS as e:
                         cut = e
-                    detail = f"line of {size}+ bytes" if cut else f"line of {size} bytes > read.max_doc_bytes ({cap})"
+                    detail = (f"line of {size}+ bytes" if cut is not None
+                              else f"line of {size} bytes > read.max_doc_bytes ({cap})")
                     yield self.too_large(default_id, lineno, detail, line, size)
                     if cut is not None:
                         raise FileError("truncated_file", f"in line {lineno}: {type(cut).__name__}: {cut}") from None
