@@ -11,7 +11,10 @@ from pathlib import Path
 import click
 
 from . import __version__
+from .corpus.readers import CORPUS_FORMATS
+from .engines import ENGINES
 from .locks import writes_output
+from .scorers import SCORERS
 
 
 class _HumpbackGroup(click.Group):
@@ -193,7 +196,7 @@ def quickstart_corpus_cmd(output, min_chars, min_headings, include_rst) -> None:
 @click.argument("inputs", nargs=-1, required=True, metavar="INPUT...")
 @click.option("--output", "-o", required=True, help="Output folder: segments/, stats.json, quarantine/, logs/.")
 @click.option("--config", "config_path", default=None, help="YAML config (top level or a prepare: section).")
-@click.option("--format", "fmt", type=click.Choice(["auto", "jsonl", "parquet", "warc", "files", "hf-disk"]),
+@click.option("--format", "fmt", type=click.Choice(["auto", *CORPUS_FORMATS.names()]),
               default=None, help="Input format (default: from each path).")
 @click.option("--text-key", default=None, help="Text field of JSONL/Parquet/datasets records [text].")
 @click.option("--lang", default=None, help="Languages to keep, comma-separated, or 'any' [en].")
@@ -329,7 +332,7 @@ def _check_local_model(model: str, engine) -> None:
               help="Best-of-k: sample K instructions per segment, keep the one the selection model finds most "
                    "explanatory (highest PMI); all K go into the pair's provenance.")
 @click.option("--selection-model", default=None, help="Model judging best-of-k candidates [the backward model's base].")
-@click.option("--engine", type=click.Choice(["transformers", "endpoint", "vllm"]), default=None)
+@click.option("--engine", type=click.Choice(ENGINES.names()), default=None)
 @click.option("--max-tokens", type=int, default=None, help="Longest instruction in tokens.")
 @click.option("--tasks", type=int, default=None, help="datatrove tasks (shards processed in parallel units).")
 @click.option("--workers", type=int, default=None, help="Tasks run at once on this machine.")
@@ -365,11 +368,11 @@ def augment_cmd(input_path, model, output, config_path, max_segments, n, candida
 @click.argument("pairs")
 @click.option("--model", required=True, help="Scoring model: the forward model of the previous round.")
 @click.option("--output", "-o", required=True, help="Output folder (scores/, curated/, stats.json).")
-@click.option("--scorer", type=click.Choice(["auto", "rubric", "rubric-generate", "pmi", "humpback"]), default=None,
+@click.option("--scorer", type=click.Choice(["auto", *SCORERS.names()]), default=None,
               help="auto: humpback for models under 1B parameters, rubric otherwise.")
 @click.option("--min-score", type=float, default=None, help="Keep pairs with score >= this (default 5).")
 @click.option("--config", "config_path", default=None, help="YAML file with curate settings.")
-@click.option("--engine", type=click.Choice(["transformers", "endpoint", "vllm"]), default=None)
+@click.option("--engine", type=click.Choice(ENGINES.names()), default=None)
 @click.option("--self-check", "self_check", type=int, default=None,
               help="Pairs re-scored with shuffled instructions for the AUROC self-check (0 = off).")
 @click.option("--max-pairs", type=int, default=None)

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any, Literal, Optional, TypeVar
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 T = TypeVar("T", bound="StrictModel")
 
@@ -148,7 +148,7 @@ class VLLMConfig(StrictModel):
 class EngineConfig(StrictModel):
     """Which back-end runs a model, and how."""
 
-    kind: Literal["transformers", "endpoint", "vllm"] = "transformers"
+    kind: str = "transformers"  # a registered engine (built in: transformers | endpoint | vllm)
     dtype: Literal["bfloat16", "float16", "float32", "auto"] = "bfloat16"
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     batch_size: int = Field(16, ge=1)
@@ -157,3 +157,10 @@ class EngineConfig(StrictModel):
     progress: bool = True
     endpoint: EndpointConfig = EndpointConfig()  # kind: endpoint (and vllm with server: endpoint)
     vllm: VLLMConfig = VLLMConfig()  # kind: vllm
+
+    @field_validator("kind")
+    @classmethod
+    def _registered(cls, v: str) -> str:
+        from .engines import ENGINES  # the engines import this module
+
+        return ENGINES.check(v)

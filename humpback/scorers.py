@@ -23,18 +23,19 @@ import random
 import re
 from typing import Literal, Optional, Sequence
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from .config import StrictModel
 from .engines.base import CHOICE_LOGPROBS, CONTINUATION_LOGPROBS, GENERATE, Engine, GenerationRequest
 from .prompts import render
+from .registry import Registry
 
 DIGITS = ["1", "2", "3", "4", "5"]
 _SCORE_LINE = re.compile(r"^\W*score\W*[:=]\s*\**\s*(-?\d+(?:\.\d+)?)\s*(?:/\s*5)?\s*\**\s*\.?\s*$", re.I)
 
 
 class ScorerConfig(StrictModel):
-    kind: Literal["auto", "rubric", "rubric-generate", "pmi", "humpback"] = "auto"
+    kind: str = "auto"  # auto | a registered scorer (built in: rubric | rubric-generate | pmi | humpback)
     template: str = "curate_rubric"
     system: Optional[str] = None
     answer_prefix: str = "Score: "  # rubric: the assistant turn starts with this, the digit comes next
@@ -46,6 +47,11 @@ class ScorerConfig(StrictModel):
     # thresholds: absolute PMI values (nats/token) separating scores 1|2|3|4|5
     pmi_cuts: list[float] = Field(default_factory=lambda: [0.3, 0.55, 0.75, 0.9])
     auto_params_threshold: float = 1e9  # auto: models below this many parameters use humpback, others rubric
+
+    @field_validator("kind")
+    @classmethod
+    def _registered(cls, v: str) -> str:
+        return SCORERS.check(v, extra=("auto",))
 
 
 def resolve_kind(cfg: ScorerConfig, engine: Engine) -> str:
@@ -80,6 +86,16 @@ def parse_generated_score(text: str) -> tuple[Optional[int], Optional[str]]:
     return int(value), None
 
 
+# The built-ins below register with @register_scorer; one in a module of its own is a line here, imported when
+# a config names it: SCORERS.register("kind", "humpback.module:Class") (docs/extending.md).
+SCORERS: Registry[type["Scorer"]] = Registry("scorer", "scorer.kind")
+
+
+def register_scorer(cls: type[Scorer]) -> type[Scorer]:
+    """Make a Scorer subclass available by its ``kind`` (a class decorator)."""
+    return SCORERS.register(cls.kind, cls)
+
+
 class Scorer:
     kind: str
     needs: tuple[str, ...] = ()
@@ -105,6 +121,7 @@ class Scorer:
         return chat_messages(user, system=self.cfg.system)
 
 
+@register_scorer
 class RubricScorer(Scorer):
     kind = "rubric"
     needs = (CHOICE_LOGPROBS,)
@@ -131,6 +148,7 @@ class RubricScorer(Scorer):
         return row["expected_score"]
 
 
+@register_scorer
 class RubricGenerateScorer(Scorer):
     kind = "rubric-generate"
     needs = (GENERATE,)
@@ -196,6 +214,7 @@ def pmi_of(uncond, cond) -> Optional[float]:
     return cond.mean - uncond.mean if cond.n_tokens else None
 
 
+@register_scorer
 class PMIScorer(Scorer):
     kind = "pmi"
     needs = (CONTINUATION_LOGPROBS,)
@@ -258,6 +277,7 @@ def reverse_logprobs(engine: Engine, outputs: Sequence[str], instructions: Seque
     return [(scores[first + i], scores[slots[ins]]) for i, ins in enumerate(instructions)]
 
 
+@register_scorer
 class HumpbackScorer(Scorer):
     kind = "humpback"
     needs = (CONTINUATION_LOGPROBS,)
@@ -313,13 +333,11 @@ class HumpbackScorer(Scorer):
         return row["pmi"]
 
 
-SCORERS = {"rubric": RubricScorer, "rubric-generate": RubricGenerateScorer, "pmi": PMIScorer,
-           "humpback": HumpbackScorer}
 CONTINUOUS = ("pmi", "humpback")  # scorers whose raw value is mapped to 1-5 over the run
 
 
 def make_scorer(engine: Engine, cfg: ScorerConfig) -> Scorer:
-    return SCORERS[resolve_kind(cfg, engine)](engine, cfg)
+    return SCORERS.get(resolve_kind(cfg, engine))(engine, cfg)
 
 
 def pmi_to_scores(values: Sequence[Optional[float]], cfg: ScorerConfig) -> tuple[list[Optional[float]], list[float]]:

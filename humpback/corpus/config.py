@@ -15,8 +15,6 @@ from pydantic import Field, field_validator, model_validator
 from ..config import ConfigError, StrictModel, load_yaml, validate_config
 from ..shards import RayConfig, SlurmConfig
 
-FORMATS = ("auto", "jsonl", "parquet", "warc", "files", "hf-disk")
-
 DEFAULT_NAVIGATION_KEYWORDS = [
     "advertisement",
     "advert",
@@ -62,7 +60,7 @@ DEFAULT_NAVIGATION_KEYWORDS = [
 class ReadConfig(StrictModel):
     """How input records are read and which ones are rejected before any processing."""
 
-    format: Literal["auto", "jsonl", "parquet", "warc", "files", "hf-disk"] = "auto"
+    format: str = "auto"  # auto | a registered corpus format (built in: jsonl | parquet | warc | files | hf-disk)
     text_key: str = "text"
     id_key: str = "id"
     url_key: str = "url"
@@ -74,6 +72,13 @@ class ReadConfig(StrictModel):
     max_doc_bytes: int = Field(5_000_000, ge=1_000)
     limit: Optional[int] = Field(None, ge=1)  # at most this many input records in total, split across tasks
     quarantine_max_chars: int = Field(20_000, ge=0)  # how much of a bad record is copied into the quarantine
+
+    @field_validator("format")
+    @classmethod
+    def _registered(cls, v: str) -> str:
+        from .readers import CORPUS_FORMATS  # the readers import this module
+
+        return CORPUS_FORMATS.check(v, extra=("auto",))
 
 
 class ExtractConfig(StrictModel):

@@ -16,39 +16,46 @@ import time
 import zlib
 from dataclasses import dataclass, field
 from pathlib import PurePosixPath
-from typing import Any, Iterator, Optional
+from typing import Any, Callable, Iterator, Optional
 
 import fsspec
 from datatrove.data import Document, DocumentsPipeline
 from datatrove.pipeline.base import PipelineStep
 
 from ..config import ConfigError
+from ..registry import Registry
 from .config import ReadConfig
 
 COMPRESSION_SUFFIXES = {".gz": "gzip", ".bz2": "bz2", ".zst": "zstd", ".xz": "xz"}
-EXTENSION_FORMATS = {
-    ".jsonl": "jsonl",
-    ".ndjson": "jsonl",
-    ".parquet": "parquet",
-    ".pq": "parquet",
-    ".warc": "warc",
-    ".arc": "warc",
-    ".html": "html",
-    ".htm": "html",
-    ".xhtml": "html",
-    ".md": "markdown",
-    ".markdown": "markdown",
-    ".txt": "text",
-}
-FILE_DOC_FORMATS = ("html", "markdown", "text")
-# `--format` names a family; each family accepts these per-file formats.
-FORMAT_FAMILIES = {
-    "jsonl": ("jsonl",),
-    "parquet": ("parquet",),
-    "warc": ("warc",),
-    "files": FILE_DOC_FORMATS,
-    "hf-disk": ("arrow",),
-}
+
+
+@dataclass(frozen=True)
+class CorpusFormat:
+    """What a ``read.format`` name (``--format``) reads: its kinds of file, and how one file of them is read.
+
+    ``read(reader, unit)`` yields, for one file, Documents made with ``reader.make_doc`` / ``reader.row_doc``
+    (which turn a bad record into a quarantine entry), ``Bad`` and ``Skip`` items, and raises ``FileError``
+    when the rest of the file cannot be read. ``check(units, cfg)`` may refuse the input before any work.
+    """
+
+    files: dict[str, tuple[str, ...]]  # per-file format (InputUnit.fmt) -> its extensions, e.g. {"jsonl": (".jsonl",)}
+    read: Callable[..., Iterator]
+    check: Optional[Callable[[list["InputUnit"], ReadConfig], None]] = None
+
+
+# `read.format` names; the built-in ones are registered at the end of this module, after their readers.
+CORPUS_FORMATS: Registry[CorpusFormat] = Registry("corpus format", "read.format")
+
+
+def _extension_formats() -> dict[str, str]:
+    return {ext: fmt for f in map(CORPUS_FORMATS.get, CORPUS_FORMATS) for fmt, exts in f.files.items() for ext in exts}
+
+
+def _format_of(fmt: str) -> CorpusFormat:
+    """The registered format that reads files of per-file format ``fmt``."""
+    return next(f for f in map(CORPUS_FORMATS.get, CORPUS_FORMATS) if fmt in f.files)
+
+
 HTML_CONTENT_TYPES = ("text/html", "application/xhtml+xml")
 
 
@@ -57,7 +64,7 @@ class InputUnit:
     """One file to read: the unit of work that tasks share out."""
 
     url: str  # full path or URL, as fsspec opens it
-    fmt: str  # jsonl | parquet | warc | html | markdown | text | arrow
+    fmt: str  # a key of a CorpusFormat's files: jsonl | parquet | warc | html | markdown | text | arrow
     rel: str  # path relative to the input it came from, used in default document ids
     compression: Optional[str] = None
     size: Optional[int] = None
@@ -84,7 +91,7 @@ def detect_file_format(name: str) -> tuple[Optional[str], Optional[str]]:
     """(format, compression) from a file name, or (None, compression) when the extension is unknown."""
     stem, comp = split_compression(name)
     ext = os.path.splitext(stem.lower())[1]
-    return EXTENSION_FORMATS.get(ext), comp
+    return _extension_formats().get(ext), comp
 
 
 def _info_stamp(info: dict[str, Any]) -> Optional[str]:
@@ -164,10 +171,11 @@ def plan_inputs(inputs: list[str], cfg: ReadConfig, exclude: Optional[str] = Non
             )
         plan.units.extend(units)
         plan.inputs.append({"path": given, "format": kind, "files": len(units)})
-    if cfg.format == "parquet" or any(u.fmt == "parquet" for u in plan.units):
-        _check_parquet_columns([u for u in plan.units if u.fmt == "parquet"], cfg)
-    if any(u.fmt == "arrow" for u in plan.units):
-        _check_arrow_columns([u for u in plan.units if u.fmt == "arrow"], cfg)
+    for name in CORPUS_FORMATS:
+        f = CORPUS_FORMATS.get(name)
+        units = [u for u in plan.units if u.fmt in f.files]
+        if f.check is not None and units:
+            f.check(units, cfg)
     return plan
 
 
@@ -177,14 +185,14 @@ def _plan_file(fs, path: str, given: str, cfg: ReadConfig) -> InputUnit:
     if cfg.format == "hf-disk":
         raise ConfigError(f"{given}: --format hf-disk needs a folder written by datasets' save_to_disk")
     if cfg.format != "auto":
-        allowed = FORMAT_FAMILIES[cfg.format]
+        allowed = tuple(CORPUS_FORMATS.get(cfg.format).files)
         if fmt not in allowed:
             # An explicit format wins over the extension; a single document file defaults to text.
             fmt = allowed[0] if cfg.format != "files" else "text"
     elif fmt is None:
         raise ConfigError(
             f"{given}: unknown format (extension of '{name}' is not one of "
-            f"{', '.join(sorted(EXTENSION_FORMATS))}, optionally .gz); pass --format"
+            f"{', '.join(sorted(_extension_formats()))}, optionally .gz); pass --format"
         )
     if comp == "zstd":
         _require_zstd(given)
@@ -198,7 +206,7 @@ def _plan_folder(fs, path: str, given: str, cfg: ReadConfig, plan: InputPlan) ->
                 f"{given}: not a datasets folder (no state.json/dataset_info.json or dataset_dict.json)"
             )
         return _hf_disk_units(fs, path, path)
-    allowed = None if cfg.format == "auto" else FORMAT_FAMILIES[cfg.format]
+    allowed = None if cfg.format == "auto" else tuple(CORPUS_FORMATS.get(cfg.format).files)
     units = []
     for file_path, info in sorted(fs.find(path, detail=True).items()):
         if info.get("type") == "directory":
@@ -388,7 +396,7 @@ class Quarantine:
             self._f = None
 
 
-class _Bad:
+class Bad:
     """A record that cannot become a document."""
 
     __slots__ = ("reason", "doc_id", "position", "detail", "content", "size")
@@ -398,7 +406,7 @@ class _Bad:
         self.detail, self.content, self.size = detail, content, size
 
 
-class _Skip:
+class Skip:
     """A record that is not a document by design (blank line, image response in a WARC): counted, not kept."""
 
     __slots__ = ("reason",)
@@ -407,7 +415,7 @@ class _Skip:
         self.reason = reason
 
 
-class _FileError(Exception):
+class FileError(Exception):
     """The rest of a file cannot be read (truncated or corrupt); what came before it is kept."""
 
     def __init__(self, reason: str, detail: str):
@@ -469,19 +477,19 @@ class CorpusReader(PipelineStep):
                     try:
                         with self.track_time():
                             item = next(records, None)
-                    except _FileError as e:
+                    except FileError as e:
                         self.stat_update("records_in")
-                        self._quarantine(unit, _Bad(e.reason, detail=str(e)))
+                        self._quarantine(unit, Bad(e.reason, detail=str(e)))
                         count += 1
                         break
                     if item is None:
                         break
-                    if isinstance(item, _Skip):
+                    if isinstance(item, Skip):
                         self.stat_update(f"skipped_{item.reason}")
                         continue
                     self.stat_update("records_in")
                     count += 1
-                    if isinstance(item, _Bad):
+                    if isinstance(item, Bad):
                         self._quarantine(unit, item)
                     else:
                         self.stat_update("documents")
@@ -495,7 +503,7 @@ class CorpusReader(PipelineStep):
             self.quarantine.close()
             self._report(rank, count, force=True)
 
-    def _quarantine(self, unit: InputUnit, bad: _Bad) -> None:
+    def _quarantine(self, unit: InputUnit, bad: Bad) -> None:
         self.stat_update("quarantined", f"quarantined_{bad.reason}")
         self.quarantine.put(
             bad.reason,
@@ -509,19 +517,10 @@ class CorpusReader(PipelineStep):
 
     # --- per format -----------------------------------------------------------------------------------------
 
-    def _records(self, unit: InputUnit) -> Iterator[Document | _Bad | _Skip]:
-        reader = {
-            "jsonl": self._jsonl,
-            "parquet": self._parquet,
-            "arrow": self._arrow,
-            "warc": self._warc,
-            "html": self._file_doc,
-            "markdown": self._file_doc,
-            "text": self._file_doc,
-        }[unit.fmt]
-        return reader(unit)
+    def _records(self, unit: InputUnit) -> Iterator[Document | Bad | Skip]:
+        return _format_of(unit.fmt).read(self, unit)
 
-    def _make_doc(
+    def make_doc(
         self,
         unit: InputUnit,
         text: Any,
@@ -530,28 +529,22 @@ class CorpusReader(PipelineStep):
         title: Any = None,
         is_html: Optional[bool] = None,
         position: Any = None,
-    ) -> Document | _Bad:
+    ) -> Document | Bad:
         if not isinstance(text, str):
-            return _Bad(
+            return Bad(
                 "missing_text",
                 doc_id,
                 position,
                 detail=f"field '{self.cfg.text_key}' is {type(text).__name__}, not a string",
             )
         if not text.strip():
-            return _Bad(
+            return Bad(
                 "empty_document", doc_id, position, content=text, size=len(text.encode("utf-8", "replace"))
             )
         size = len(text.encode("utf-8", "surrogatepass"))
         if size > self.cfg.max_doc_bytes:
-            return _Bad(
-                "too_large",
-                doc_id,
-                position,
-                detail=f"{size} bytes > read.max_doc_bytes ({self.cfg.max_doc_bytes})",
-                content=text[: self.cfg.quarantine_max_chars],
-                size=size,
-            )
+            return self.too_large(doc_id, position, f"{size} bytes > read.max_doc_bytes ({self.cfg.max_doc_bytes})",
+                                  text, size)
         if is_html is None:
             is_html = self.cfg.html == "always" or (self.cfg.html == "auto" and looks_like_html(text))
         meta = {
@@ -563,9 +556,14 @@ class CorpusReader(PipelineStep):
         }
         return Document(text=text if is_html else normalise_newlines(text), id=doc_id, metadata=meta)
 
-    def _row_doc(self, unit: InputUnit, row: Any, default_id: str, position: Any) -> Document | _Bad:
+    def too_large(self, doc_id: str, position: Any, detail: str, content: Any, size: Optional[int]) -> Bad:
+        """An oversized record: quarantined with the head of its content only."""
+        return Bad("too_large", doc_id, position, detail=detail, content=content[: self.cfg.quarantine_max_chars],
+                   size=size)
+
+    def row_doc(self, unit: InputUnit, row: Any, default_id: str, position: Any) -> Document | Bad:
         if not isinstance(row, dict):
-            return _Bad(
+            return Bad(
                 "invalid_record",
                 default_id,
                 position,
@@ -577,13 +575,13 @@ class CorpusReader(PipelineStep):
             str(raw_id) if raw_id not in (None, "") and not isinstance(raw_id, (dict, list)) else default_id
         )
         if self.cfg.text_key not in row:
-            return _Bad(
+            return Bad(
                 "missing_text",
                 doc_id,
                 position,
                 detail=f"no field '{self.cfg.text_key}' (fields: {sorted(row)[:20]})",
             )
-        return self._make_doc(
+        return self.make_doc(
             unit,
             row[self.cfg.text_key],
             doc_id,
@@ -593,20 +591,18 @@ class CorpusReader(PipelineStep):
         )
 
     def _jsonl(self, unit: InputUnit):
-        import orjson
-
         cap = self.cfg.max_doc_bytes
         try:
             f = fsspec.open(unit.url, "rb", compression=unit.compression).open()
         except _STREAM_ERRORS as e:
-            raise _FileError("unreadable_file", f"{type(e).__name__}: {e}") from None
+            raise FileError("unreadable_file", f"{type(e).__name__}: {e}") from None
         with f:
             lineno = 0
             while True:
                 try:
                     line = f.readline(cap + 2)
                 except _STREAM_ERRORS as e:
-                    raise _FileError(
+                    raise FileError(
                         "truncated_file", f"after line {lineno}: {type(e).__name__}: {e}"
                     ) from None
                 if not line:
@@ -615,7 +611,7 @@ class CorpusReader(PipelineStep):
                 default_id = f"{unit.rel}:{lineno}"
                 if len(line) >= cap + 2 and not line.endswith(b"\n"):
                     size = len(line)
-                    head = line[: self.cfg.quarantine_max_chars]
+                    cut = None
                     try:
                         while True:  # skip the rest of the oversized line without keeping it
                             chunk = f.readline(1 << 20)
@@ -623,73 +619,65 @@ class CorpusReader(PipelineStep):
                             if not chunk or chunk.endswith(b"\n"):
                                 break
                     except _STREAM_ERRORS as e:
-                        yield _Bad(
-                            "too_large",
-                            default_id,
-                            lineno,
-                            detail=f"line of {size}+ bytes",
-                            content=head,
-                            size=size,
-                        )
-                        raise _FileError(
-                            "truncated_file", f"in line {lineno}: {type(e).__name__}: {e}"
-                        ) from None
-                    yield _Bad(
-                        "too_large",
-                        default_id,
-                        lineno,
-                        detail=f"line of {size} bytes > read.max_doc_bytes ({cap})",
-                        content=head,
-                        size=size,
-                    )
+                        cut = e
+                    detail = (f"line of {size}+ bytes" if cut is not None
+                              else f"line of {size} bytes > read.max_doc_bytes ({cap})")
+                    yield self.too_large(default_id, lineno, detail, line, size)
+                    if cut is not None:
+                        raise FileError("truncated_file", f"in line {lineno}: {type(cut).__name__}: {cut}") from None
                     continue
                 stripped = line.strip()
                 if not stripped:
-                    yield _Skip("blank_lines")
+                    yield Skip("blank_lines")
                     continue
-                if len(stripped) > cap:
-                    yield _Bad(
-                        "too_large",
-                        default_id,
-                        lineno,
-                        detail=f"line of {len(stripped)} bytes > read.max_doc_bytes ({cap})",
-                        content=stripped,
-                        size=len(stripped),
-                    )
-                    continue
-                try:
-                    stripped.decode("utf-8")
-                except UnicodeDecodeError as e:
-                    yield _Bad(
-                        "invalid_utf8",
-                        default_id,
-                        lineno,
-                        detail=str(e),
-                        content=stripped,
-                        size=len(stripped),
-                    )
-                    continue
-                try:
-                    row = orjson.loads(stripped)
-                except orjson.JSONDecodeError as e:
-                    yield _Bad(
-                        "invalid_json",
-                        default_id,
-                        lineno,
-                        detail=str(e),
-                        content=stripped,
-                        size=len(stripped),
-                    )
-                    continue
-                yield self._row_doc(unit, row, default_id, lineno)
+                yield self._jsonl_record(unit, stripped, default_id, lineno)
 
-    def _table_rows(self, unit: InputUnit, batches: Iterator) -> Iterator[Document | _Bad]:
+    def _jsonl_record(self, unit: InputUnit, line: bytes, default_id: str, lineno: int) -> Document | Bad:
+        """One non-blank JSONL line: its document, or why it cannot be one (with the line kept)."""
+        import orjson
+
+        def bad(reason: str, detail: str) -> Bad:
+            return Bad(reason, default_id, lineno, detail=detail, content=line, size=len(line))
+
+        if len(line) > self.cfg.max_doc_bytes:
+            return bad("too_large", f"line of {len(line)} bytes > read.max_doc_bytes ({self.cfg.max_doc_bytes})")
+        try:
+            line.decode("utf-8")
+        except UnicodeDecodeError as e:
+            return bad("invalid_utf8", str(e))
+        try:
+            row = orjson.loads(line)
+        except orjson.JSONDecodeError as e:
+            return bad("invalid_json", str(e))
+        return self.row_doc(unit, row, default_id, lineno)
+
+    def _parquet(self, unit: InputUnit):
+        import pyarrow.parquet as pq
+
+        return self._table_rows(unit, lambda f: pq.ParquetFile(f).iter_batches(batch_size=256))
+
+    def _arrow(self, unit: InputUnit):
+        import pyarrow as pa
+
+        return self._table_rows(unit, pa.ipc.open_stream)
+
+    def _table_rows(self, unit: InputUnit, open_batches: Callable[[Any], Any]) -> Iterator[Document | Bad]:
+        """Rows of a Parquet or Arrow file, ``open_batches(file)`` giving its record batches."""
+        try:
+            f = fsspec.open(unit.url, "rb").open()
+            batches = iter(open_batches(f))
+        except Exception as e:
+            raise FileError("unreadable_file", f"{type(e).__name__}: {e}") from None
+        with f:
+            yield from self._batch_rows(unit, batches)
+
+    def _batch_rows(self, unit: InputUnit, batches: Iterator) -> Iterator[Document | Bad]:
         row_no = 0
         while True:
             try:
                 batch = next(batches, None)
             except Exception as e:  # pyarrow raises several types for corrupt data
-                raise _FileError(
+                raise FileError(
                     "truncated_file" if row_no else "unreadable_file",
                     f"after row {row_no}: {type(e).__name__}: {e}",
                 ) from None
@@ -698,29 +686,7 @@ class CorpusReader(PipelineStep):
             for start in range(0, batch.num_rows, 64):  # bound the Python copies of a large batch
                 for row in batch.slice(start, 64).to_pylist():
                     row_no += 1
-                    yield self._row_doc(unit, row, f"{unit.rel}:{row_no}", row_no)
-
-    def _parquet(self, unit: InputUnit):
-        import pyarrow.parquet as pq
-
-        try:
-            f = fsspec.open(unit.url, "rb").open()
-            pf = pq.ParquetFile(f)
-        except Exception as e:
-            raise _FileError("unreadable_file", f"{type(e).__name__}: {e}") from None
-        with f:
-            yield from self._table_rows(unit, iter(pf.iter_batches(batch_size=256)))
-
-    def _arrow(self, unit: InputUnit):
-        import pyarrow as pa
-
-        try:
-            f = fsspec.open(unit.url, "rb").open()
-            reader = pa.ipc.open_stream(f)
-        except Exception as e:
-            raise _FileError("unreadable_file", f"{type(e).__name__}: {e}") from None
-        with f:
-            yield from self._table_rows(unit, iter(reader))
+                    yield self.row_doc(unit, row, f"{unit.rel}:{row_no}", row_no)
 
     def _file_doc(self, unit: InputUnit):
         cap = self.cfg.max_doc_bytes
@@ -729,21 +695,14 @@ class CorpusReader(PipelineStep):
             with fsspec.open(unit.url, "rb", compression=unit.compression) as f:
                 raw = f.read(cap + 1)
         except _STREAM_ERRORS as e:
-            raise _FileError("unreadable_file", f"{type(e).__name__}: {e}") from None
+            raise FileError("unreadable_file", f"{type(e).__name__}: {e}") from None
         if len(raw) > cap:
-            yield _Bad(
-                "too_large",
-                doc_id,
-                None,
-                detail=f"file larger than read.max_doc_bytes ({cap})",
-                content=raw[: self.cfg.quarantine_max_chars],
-                size=unit.size,
-            )
+            yield self.too_large(doc_id, None, f"file larger than read.max_doc_bytes ({cap})", raw, unit.size)
             return
         if unit.fmt == "html":
             text = decode_html(raw)
             if text is None:
-                yield _Bad(
+                yield Bad(
                     "undecodable",
                     doc_id,
                     None,
@@ -752,14 +711,14 @@ class CorpusReader(PipelineStep):
                     size=len(raw),
                 )
                 return
-            yield self._make_doc(unit, text, doc_id, is_html=True)
+            yield self.make_doc(unit, text, doc_id, is_html=True)
             return
         try:
             text = raw.decode("utf-8-sig")
         except UnicodeDecodeError as e:
-            yield _Bad("invalid_utf8", doc_id, None, detail=str(e), content=raw, size=len(raw))
+            yield Bad("invalid_utf8", doc_id, None, detail=str(e), content=raw, size=len(raw))
             return
-        yield self._make_doc(unit, text, doc_id, is_html=self.cfg.html == "always")
+        yield self.make_doc(unit, text, doc_id, is_html=self.cfg.html == "always")
 
     def _warc(self, unit: InputUnit):
         from warcio.archiveiterator import ArchiveIterator
@@ -770,7 +729,7 @@ class CorpusReader(PipelineStep):
                 unit.url, "rb", compression=unit.compression if unit.compression != "gzip" else None
             ).open()
         except _STREAM_ERRORS as e:
-            raise _FileError("unreadable_file", f"{type(e).__name__}: {e}") from None
+            raise FileError("unreadable_file", f"{type(e).__name__}: {e}") from None
         with f:
             records = iter(ArchiveIterator(f))
             ri = 0
@@ -778,7 +737,7 @@ class CorpusReader(PipelineStep):
                 try:
                     record = next(records, None)
                 except Exception as e:  # warcio fails in many ways on a cut file (even AttributeError)
-                    raise _FileError(
+                    raise FileError(
                         "truncated_file" if ri else "unreadable_file",
                         f"after record {ri}: {type(e).__name__}: {e}",
                     ) from None
@@ -798,10 +757,10 @@ class CorpusReader(PipelineStep):
             while raw.read(1 << 16):
                 pass
         except Exception as e:
-            raise _FileError("truncated_file", f"after record {ri - 1}: {type(e).__name__}: {e}") from None
+            raise FileError("truncated_file", f"after record {ri - 1}: {type(e).__name__}: {e}") from None
         missing = getattr(raw, "limit", 0)
         if missing:
-            raise _FileError(
+            raise FileError(
                 "truncated_file",
                 f"after record {ri - 1}: record {ri} lacks {missing} of its {record.length} bytes",
             )
@@ -809,7 +768,7 @@ class CorpusReader(PipelineStep):
     def _warc_record(self, unit: InputUnit, record, ri: int, cap: int):
         rtype = record.rec_type
         if rtype not in ("response", "resource", "conversion"):
-            return _Skip(f"warc_{rtype}_records")
+            return Skip(f"warc_{rtype}_records")
         headers = record.rec_headers
         doc_id = headers.get_header("WARC-Record-ID") or f"{unit.rel}:{ri}"
         url = headers.get_header("WARC-Target-URI")
@@ -820,30 +779,24 @@ class CorpusReader(PipelineStep):
             if rtype == "response" and http is not None:
                 status = http.get_statuscode()
                 if not (status or "").startswith("2"):
-                    return _Skip("warc_non_2xx_responses")
+                    return Skip("warc_non_2xx_responses")
                 ctype = http.get_header("Content-Type") or headers.get_header("WARC-Identified-Payload-Type")
             else:
                 ctype = headers.get_header("Content-Type")
             if ctype and ctype.split(";")[0].strip().lower() not in HTML_CONTENT_TYPES:
-                return _Skip("warc_non_html_records")
+                return Skip("warc_non_html_records")
             is_html = True
         try:
             raw = record.content_stream().read(cap + 1)
         except Exception as e:  # the payload itself is cut short
-            raise _FileError("truncated_file", f"after record {ri - 1}: {type(e).__name__}: {e}") from None
+            raise FileError("truncated_file", f"after record {ri - 1}: {type(e).__name__}: {e}") from None
         if len(raw) > cap:
             length = headers.get_header("Content-Length")
-            return _Bad(
-                "too_large",
-                doc_id,
-                ri,
-                detail=f"record payload larger than read.max_doc_bytes ({cap})",
-                content=raw[: self.cfg.quarantine_max_chars],
-                size=int(length) if length and length.isdigit() else None,
-            )
+            return self.too_large(doc_id, ri, f"record payload larger than read.max_doc_bytes ({cap})", raw,
+                                  int(length) if length and length.isdigit() else None)
         if is_html:
             if not ctype and not looks_like_html(raw[:8192].decode("latin-1")):
-                return _Skip("warc_non_html_records")
+                return Skip("warc_non_html_records")
             text = decode_html(raw, charset_from_content_type(ctype))
         else:
             try:
@@ -851,7 +804,7 @@ class CorpusReader(PipelineStep):
             except UnicodeDecodeError:
                 text = None
         if text is None:
-            return _Bad(
+            return Bad(
                 "undecodable",
                 doc_id,
                 ri,
@@ -859,4 +812,17 @@ class CorpusReader(PipelineStep):
                 content=raw,
                 size=len(raw),
             )
-        return self._make_doc(unit, text, doc_id, url=url, is_html=is_html, position=ri)
+        return self.make_doc(unit, text, doc_id, url=url, is_html=is_html, position=ri)
+
+
+# In this order they are listed by --format and in errors. A format in a module of its own is a line here:
+# CORPUS_FORMATS.register("name", "humpback.corpus.module:FORMAT") (docs/extending.md).
+CORPUS_FORMATS.register("jsonl", CorpusFormat({"jsonl": (".jsonl", ".ndjson")}, CorpusReader._jsonl))
+CORPUS_FORMATS.register("parquet", CorpusFormat({"parquet": (".parquet", ".pq")}, CorpusReader._parquet,
+                                                check=_check_parquet_columns))
+CORPUS_FORMATS.register("warc", CorpusFormat({"warc": (".warc", ".arc")}, CorpusReader._warc))
+CORPUS_FORMATS.register("files", CorpusFormat(
+    {"html": (".html", ".htm", ".xhtml"), "markdown": (".md", ".markdown"), "text": (".txt",)},
+    CorpusReader._file_doc))
+# a folder written by datasets' save_to_disk (found by its state.json, not by extension: see _plan_folder)
+CORPUS_FORMATS.register("hf-disk", CorpusFormat({"arrow": ()}, CorpusReader._arrow, check=_check_arrow_columns))

@@ -10,6 +10,7 @@ output does not depend on which other sequences shared its batch.
 from __future__ import annotations
 
 import logging
+import os
 import time
 from collections import deque
 from dataclasses import dataclass, field
@@ -91,7 +92,8 @@ class TransformersEngine(Engine):
     capabilities = frozenset({GENERATE, CHOICE_LOGPROBS, CONTINUATION_LOGPROBS})
 
     def __init__(self, model: str | ResolvedModel | None = None, config: EngineConfig | None = None,
-                 _model=None, _tokenizer=None) -> None:
+                 _model=None, _tokenizer=None, *, run_dir: str | os.PathLike | None = None) -> None:
+        # run_dir is accepted so that make_engine makes every engine alike; this one keeps no request cache
         self.config = config or EngineConfig()
         resolved = model if isinstance(model, ResolvedModel) else resolve(model)
         super().__init__(resolved.reference)

@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import click
 
+from ..engines import ENGINES
 from ..locks import writes_output
+from ..scorers import SCORERS
 
 
 def eval_file_config():
@@ -81,7 +83,7 @@ def eval_group() -> None:
 @click.argument("pairs")
 @click.option("--model", default=None, help="Scoring model (alias, folder or HF id) for scorers without @MODEL.")
 @click.option("--scorer", "scorers", multiple=True,
-              help="auto | rubric | rubric-generate | pmi | humpback, optionally KIND@MODEL; repeat to compare scorers "
+              help=f"{' | '.join(['auto', *SCORERS.names()])}, optionally KIND@MODEL; repeat to compare scorers "
                    "(Spearman agreement). Default: auto.")
 @click.option("--sample", type=int, default=200, show_default=True, help="Pairs sampled (-1: all).")
 @click.option("--negatives", default=None,
@@ -172,7 +174,7 @@ def heldout_cmd(models, data, system, max_examples, output, config_path, bootstr
 @click.option("--max-tokens", type=int, default=None, help="Longest answer in tokens [256].")
 @click.option("--judge-mode", type=click.Choice(["auto", "logprobs", "generate"]), default=None,
               help="How the verdict is read: next-token probabilities of A/B, or a generated 'Verdict: A|B'.")
-@click.option("--judge-engine", type=click.Choice(["transformers", "endpoint", "vllm"]), default=None,
+@click.option("--judge-engine", type=click.Choice(ENGINES.names()), default=None,
               help="Engine kind of the judge (its other settings: judge.engine in --config).")
 @click.option("--judge-url", default=None,
               help="Base URL of an OpenAI-compatible server serving --judge (sets --judge-engine endpoint).")

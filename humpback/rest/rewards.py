@@ -20,6 +20,7 @@ from typing import Any, ClassVar
 from pydantic import Field, field_validator
 
 from ..config import ConfigError, StrictModel, validate_config
+from ..registry import Registry
 from .answers import answers_equal, canonical, extract_answer
 from .problems import Problem
 from .sandbox import SandboxLimits, SandboxResult, count_statements, require_isolation, run_python, run_tests
@@ -235,20 +236,23 @@ def _last_line(text: str) -> str:
 
 # ------------------------------------------------------------------------------------------------ registry
 
-REWARDS: dict[str, type[Reward]] = {MathAnswerReward.name: MathAnswerReward, CodeTestsReward.name: CodeTestsReward}
+REWARDS: Registry[type[Reward]] = Registry("reward", "reward.kind")
 
 
 def register_reward(cls: type[Reward]) -> type[Reward]:
     """Make ``cls`` available by its ``name`` (usable as a class decorator)."""
     if not (isinstance(cls, type) and issubclass(cls, Reward)) or not getattr(cls, "name", None):
         raise TypeError("a reward is a Reward subclass with a `name`")
-    REWARDS[cls.name] = cls
-    return cls
+    return REWARDS.register(cls.name, cls)
+
+
+register_reward(MathAnswerReward)
+register_reward(CodeTestsReward)
 
 
 def reward_class(kind: str) -> type[Reward]:
     if kind in REWARDS:
-        return REWARDS[kind]
+        return REWARDS.get(kind)
     if ":" in kind:
         module, _, attr = kind.partition(":")
         try:
@@ -258,8 +262,7 @@ def reward_class(kind: str) -> type[Reward]:
         if not (isinstance(cls, type) and issubclass(cls, Reward)):
             raise ConfigError(f"reward.kind: {kind!r} is not a humpback.rest.rewards.Reward subclass")
         return cls
-    raise ConfigError(f"reward.kind: unknown reward {kind!r}; known: {', '.join(sorted(REWARDS))} "
-                      "(or 'package.module:ClassName')")
+    raise ConfigError(f"{REWARDS.unknown(kind)} (or 'package.module:ClassName')")
 
 
 def make_reward(kind: str, options: dict[str, Any] | None = None) -> Reward:
