@@ -23,7 +23,8 @@ from ..progress import Meter
 from ..engines import Engine, GenerationRequest
 from ..prompts import render
 from ..records import write_json
-from ..shards import ChunkStore, seed_from
+from ..model_step import ChunkStore
+from ..shards import seed_from
 from .problems import Problem
 from .rewards import Reward
 
@@ -88,7 +89,7 @@ def sample_and_grade(engine: Engine, problems: Sequence[Problem], reward: Reward
                            "reward_options": reward.options.model_dump(mode="json"),
                            "plans": [asdict(p) for p in plans], "chunk_problems": chunk_problems,
                            **(settings or {})})
-    store = ChunkStore(work / "chunks", 0, SAMPLE_SCHEMA, stage="rest")
+    store = ChunkStore(work / "chunks" / "00000", SAMPLE_SCHEMA, stage="rest")
     meter = Meter(f"[{label}] problems", len(problems), logger=log)
     samples = 0
     rows: list[dict[str, Any]] = []
