@@ -1,8 +1,8 @@
 """Shared machinery for the sharded model stages (augment, curate) on datatrove.
 
 Resume works at two levels. datatrove's completion markers skip whole finished tasks; inside a task,
-model outputs are checkpointed per chunk (keyed by the ids in the chunk), so a kill loses at most one
-chunk of model work and a rerun replays the finished chunks from disk instead of regenerating them. A
+model outputs are checkpointed per chunk (humpback.model_step, keyed by the ids in the chunk), so a kill loses at
+most one chunk of model work and a rerun replays the finished chunks from disk instead of regenerating them. A
 task's output shard is written to a temporary file and renamed when the task ends, so readers never
 see a partial shard and a rerun never duplicates rows.
 """
