@@ -10,26 +10,22 @@ from __future__ import annotations
 import json
 import logging
 import re
-from collections import Counter
 from pathlib import Path
 from typing import Optional
 
-from datatrove.data import Document, DocumentsPipeline
-from datatrove.pipeline.base import PipelineStep
+from datatrove.data import Document
 from pydantic import Field, model_validator
 
 from .config import ConfigError, EngineConfig, GenerationConfig, StrictModel, load_config
 from .engines.base import GenerationRequest
-from .progress import Meter
+from .model_step import ModelStep, RolloutRows, Task, TaskRollout, rollout_stats
 from .records import PAIR_SCHEMA, parquet_files, parquet_schema, write_json
 from .shards import (
     CallbackStep,
-    ChunkStore,
     ExecutorConfig,
     RowsReader,
     ShardWriter,
     Step,
-    chunked,
     count_rows,
     merge_stats,
     run_steps,
@@ -221,117 +217,67 @@ def best_of_k(segments: list[str], candidate_lists: list[list[str]], pair_filter
     return out
 
 
-def engine_counters(engine, before: dict) -> dict[str, int]:
-    """What an engine's counters (endpoint: requests sent, cache hits, retries, tokens) grew by."""
-    now = dict(getattr(engine, "counters", {}) or {})
-    return {f"engine:{k}": v - before.get(k, 0) for k, v in now.items() if v - before.get(k, 0)}
-
-
-class BackwardGenerator(PipelineStep):
-    """Writes n instructions per segment with the backward model; outputs are checkpointed per chunk."""
+class AugmentTask(Task):
+    """Backward generation as a model-step task: a segment becomes its candidate pairs, post-filtered."""
 
     name = "backward generation"
-    type = "🤖 - MODEL"
+    label = "segments"
+    schema = PAIR_SCHEMA
+    stage = "augment"
+    text_key = "instruction"
+    row_stat = "generated"
 
-    def __init__(self, model: str, cfg: AugmentConfig, work_dir: str, total: int | None,
-                 engine_dir: str | None = None) -> None:
-        super().__init__()
-        self.model, self.cfg, self.work_dir, self.total = model, cfg, work_dir, total
-        self.engine_dir = engine_dir  # request cache and token ledger of endpoint engines
+    def __init__(self, model: str, cfg: AugmentConfig, engine_dir: str | None = None) -> None:
+        self.model, self.cfg = model, cfg
+        self.engine_dir = engine_dir  # the selection model's request cache and token ledger (endpoint)
+        self.pair_filter = PairFilter(cfg.filters)
+        self.judge = None
+        self._params: str | None = None
 
-    def run(self, data: DocumentsPipeline = None, rank: int = 0, world_size: int = 1) -> DocumentsPipeline:
+    @property
+    def params(self) -> str:
+        # computed where the task runs: the backward model may not exist yet when a Slurm stage is submitted
+        if self._params is None:
+            self._params = gen_params(self.cfg, self.model)
+        return self._params
+
+    def run(self, engine, docs: list[Document]) -> tuple[list[dict], int]:
         from .engines import make_engine
 
         cfg = self.cfg
-        store = ChunkStore(self.work_dir, rank, PAIR_SCHEMA, stage="augment")
-        pair_filter = PairFilter(cfg.filters)
-        engine = judge = None
-        params = gen_params(cfg, self.model)
-        meter = Meter("segments", self.total if world_size == 1 else None, prefix=f"[task {rank}] ")
-        try:
-            for index, chunk in enumerate(chunked(data or [], cfg.chunk_size)):
-                ids = [d.id for d in chunk]
-                rows = store.load(index, ids)
-                computed = rows is None
-                tokens = 0
-                counters: dict[str, int] = {}
-                if rows is None:
-                    if engine is None:
-                        engine = make_engine(self.model, cfg.engine, run_dir=self.engine_dir)
-                    before = dict(getattr(engine, "counters", {}) or {})
-                    results = engine.generate([backward_requests(d.id, d.text, cfg) for d in chunk])
-                    counters = engine_counters(engine, before)
-                    tokens = sum(sum(res.completion_tokens) for res in results)
-                    rows = []
-                    if cfg.candidates > 1:
-                        if judge is None:
-                            judge = make_engine(selection_model(cfg, self.model), cfg.selection.engine or cfg.engine,
-                                                run_dir=self.engine_dir)
-                        picked = best_of_k([d.text for d in chunk], [res.texts for res in results], pair_filter,
-                                           judge, cfg.selection.max_output_chars)
-                        for d, (text, info) in zip(chunk, picked):
-                            rows.extend(pair_rows(d.id, d.metadata["row"], [text], self.model, cfg, params, info))
-                    else:
-                        for d, res in zip(chunk, results):
-                            rows.extend(pair_rows(d.id, d.metadata["row"], res.texts, self.model, cfg, params))
-                    store.save(index, ids, rows)
-                else:
-                    self.stat_update("replayed_from_checkpoint", value=len(chunk))
-                reasons = [pair_filter.reason(row["instruction"], row["output"]) for row in rows]
-                meter.update(len(chunk), tokens, replayed=computed is False,
-                             dropped=Counter(r for r in reasons if r))
-                for i, (row, reason) in enumerate(zip(rows, reasons)):
-                    self.stat_update("generated")
-                    meta = {"row": row, "reject_reason": reason}
-                    if i == 0 and counters:
-                        meta["counters"] = counters
-                    yield Document(text=row["instruction"], id=row["pair_id"], metadata=meta)
-            meter.update(0, 0, force=True)
-        finally:
-            for e in (engine, judge):
-                if e is not None:
-                    e.close()
+        results = engine.generate([backward_requests(d.id, d.text, cfg) for d in docs])
+        tokens = sum(sum(res.completion_tokens) for res in results)
+        rows = []
+        if cfg.candidates > 1:
+            if self.judge is None:
+                self.judge = make_engine(selection_model(cfg, self.model), cfg.selection.engine or cfg.engine,
+                                         run_dir=self.engine_dir)
+            picked = best_of_k([d.text for d in docs], [res.texts for res in results], self.pair_filter,
+                               self.judge, cfg.selection.max_output_chars)
+            for d, (text, info) in zip(docs, picked):
+                rows.extend(pair_rows(d.id, d.metadata["row"], [text], self.model, cfg, self.params, info))
+        else:
+            for d, res in zip(docs, results):
+                rows.extend(pair_rows(d.id, d.metadata["row"], res.texts, self.model, cfg, self.params))
+        return rows, tokens
 
+    def reject_reason(self, row: dict) -> Optional[str]:
+        return self.pair_filter.reason(row["instruction"], row["output"])
 
-class AugmentRollout:
-    """The backward generation of one segment inside datatrove's InferenceRunner (engine kind vllm)."""
-
-    def __init__(self, model: str, cfg: AugmentConfig) -> None:
-        self.model, self.cfg = model, cfg
-
-    async def __call__(self, document: Document, generate, **_shared) -> dict:
-        import asyncio
-
-        from .engines.vllm_engine import CallbackEngine
-
-        engine = CallbackEngine(self.model, generate, asyncio.get_running_loop(), use_chat=True)
+    async def rollout(self, engine, document: Document, pool) -> dict:
         [res] = await engine.agenerate([backward_requests(document.id, document.text, self.cfg)])
         return {"texts": res.texts, "finish_reasons": res.finish_reasons,
                 "completion_tokens": res.completion_tokens}
 
+    def rollout_rows(self, document: dict) -> list[dict]:
+        meta = document.get("metadata") or {}
+        texts = [t for r in meta.get("rollout_results") or [] for t in r["texts"]]
+        return pair_rows(str(document["id"]), meta["row"], texts, self.model, self.cfg, self.params)
 
-class RolloutPairs(PipelineStep):
-    """Turns the InferenceRunner's documents into candidate pairs (with post-filter reasons)."""
-
-    name = "rollouts to pairs"
-    type = "🔢 - PROCESS"
-
-    def __init__(self, folder: str, model: str, cfg: AugmentConfig) -> None:
-        super().__init__()
-        self.folder, self.model, self.cfg = folder, model, cfg
-
-    def run(self, data: DocumentsPipeline = None, rank: int = 0, world_size: int = 1) -> DocumentsPipeline:
-        from .engines.vllm_engine import iter_rollouts
-
-        pair_filter = PairFilter(self.cfg.filters)
-        params = gen_params(self.cfg, self.model)
-        for doc in iter_rollouts(self.folder, rank, world_size):
-            meta = doc.get("metadata") or {}
-            texts = [t for r in meta.get("rollout_results") or [] for t in r["texts"]]
-            for row in pair_rows(str(doc["id"]), meta["row"], texts, self.model, self.cfg, params):
-                self.stat_update("generated")
-                yield Document(text=row["instruction"], id=row["pair_id"], metadata={
-                    "row": row, "reject_reason": pair_filter.reason(row["instruction"], row["output"])})
+    def close(self) -> None:
+        if self.judge is not None:
+            self.judge.close()
+            self.judge = None
 
 
 def is_segments_folder(path: Path) -> bool:
@@ -377,17 +323,7 @@ def finish_augment(out: str, model: str, config: dict, segments: str) -> dict:
         "config": cfg.model_dump(),
     }
     if cfg.engine.kind == "vllm":
-        from .engines.vllm_engine import count_rollouts, inference_stats
-
-        work = out_p / ".work" / "augment-vllm"
-        done = count_rollouts(work / "rollouts")
-        stats["engine"] = inference_stats(work / "logs")
-        read = stats["engine"].get("documents_read", 0)
-        # InferenceRunner counts a document it failed to save as processed and the task still succeeds
-        # (a missing aiofiles does that to every document), so the outputs themselves are checked
-        if done != read:
-            raise RuntimeError(f"augment: the InferenceRunner step wrote {done} of the {read} segments it read; "
-                               f"see {work / 'logs'} (failed_documents: {stats['engine'].get('failed_documents', 0)})")
+        stats["engine"] = rollout_stats(out_p / ".work" / "augment-vllm", "augment", "segments")
     stats["pairs_generated"] = stats["pairs_written"] + sum(stats["dropped"].values())
     write_json(stats, out_p / "stats.json")
     return stats
@@ -404,13 +340,16 @@ def augment_steps(segments: Path, model: str, out: Path, cfg: AugmentConfig, tot
         from .engines.vllm_engine import inference_step
 
         vwork = work / "augment-vllm"
-        runner = inference_step(AugmentRollout(model, cfg), model, cfg.engine, vwork, use_chat=True,
+        task = AugmentTask(model, cfg)
+        runner = inference_step(TaskRollout(task, model), model, cfg.engine, vwork, use_chat=True,
                                 requests_per_document=cfg.generation.n)
         steps = [Step("augment-generate", [reader, runner], vwork / "logs", tasks=tasks, uses_model=True),
-                 Step("augment-pairs", [RolloutPairs(str(vwork / "rollouts"), model, cfg), writer],
+                 Step("augment-pairs", [RolloutRows(str(vwork / "rollouts"), task), writer],
                       work / "augment-logs", tasks=tasks)]
     else:
-        generator = BackwardGenerator(model, cfg, str(work / "augment"), total, engine_dir=str(work / "augment-engine"))
+        engine_dir = str(work / "augment-engine")
+        generator = ModelStep(AugmentTask(model, cfg, engine_dir), model, cfg.engine, str(work / "augment"), total,
+                              cfg.chunk_size, engine_dir=engine_dir)
         steps = [Step("augment-generate", [reader, generator, writer], work / "augment-logs", tasks=tasks,
                       uses_model=True)]
     return steps

@@ -19,13 +19,12 @@ from pathlib import Path
 from typing import Literal, Optional
 
 import pyarrow.parquet as pq
-from datatrove.data import Document, DocumentsPipeline
-from datatrove.pipeline.base import PipelineStep
+from datatrove.data import Document
 from pydantic import Field
 
 from .config import EngineConfig, StrictModel, load_config
 from .engines.base import EngineCapabilityError
-from .progress import Meter
+from .model_step import ModelStep, RolloutRows, Task, TaskRollout, rollout_stats
 from .records import (
     CURATED_SCHEMA,
     SCORE_SCHEMA,
@@ -47,12 +46,10 @@ from .scorers import (
 )
 from .shards import (
     CallbackStep,
-    ChunkStore,
     ExecutorConfig,
     RowsReader,
     ShardWriter,
     Step,
-    chunked,
     count_rows,
     merge_stats,
     run_steps,
@@ -137,99 +134,43 @@ def _read_any(f: Path) -> list[dict]:
     return [row for _, row in iter_jsonl(f)]
 
 
-# ----------------------------------------------------------------------------- scoring step
-class ScoreStep(PipelineStep):
+# ----------------------------------------------------------------------------- scoring task
+class ScoreTask(Task):
+    """The scorer as a model-step task: a pair row becomes its score row (pair + score columns).
+
+    On the vllm path the scorers are synchronous code; each pair's scorer runs in a worker thread while its
+    requests go through InferenceRunner's callback on the event loop (CallbackEngine), so the scorers are reused
+    as they are and score exactly as they do on the other engines."""
+
     name = "score pairs"
-    type = "⚖️ - SCORER"
+    label = "pairs scored"
+    schema = CURATED_SCHEMA
+    stage = "curate"
+    text_key = "output"
 
-    def __init__(self, model: str, cfg: CurateConfig, work_dir: str, total: int | None,
-                 engine_dir: str | None = None) -> None:
-        super().__init__()
-        self.model, self.cfg, self.work_dir, self.total = model, cfg, work_dir, total
-        self.engine_dir = engine_dir  # request cache and token ledger of endpoint engines
+    def __init__(self, model: str, cfg: CurateConfig) -> None:
+        self.model, self.cfg = model, cfg
+        self.scorer = None
 
-    def run(self, data: DocumentsPipeline = None, rank: int = 0, world_size: int = 1) -> DocumentsPipeline:
-        from .engines import make_engine
+    def open(self, engine) -> None:
+        self.scorer = make_scorer(engine, self.cfg.scorer)
 
-        store = ChunkStore(self.work_dir, rank, CURATED_SCHEMA, stage="curate")
-        scorer = None
-        meter = Meter("pairs scored", self.total if world_size == 1 else None, prefix=f"[task {rank}] ")
-        try:
-            for index, chunk in enumerate(chunked(data or [], self.cfg.chunk_size)):
-                ids = [d.id for d in chunk]
-                rows = store.load(index, ids)
-                counters: dict[str, int] = {}
-                if rows is None:
-                    if scorer is None:
-                        scorer = make_scorer(make_engine(self.model, self.cfg.engine, run_dir=self.engine_dir),
-                                             self.cfg.scorer)
-                    before = dict(getattr(scorer.engine, "counters", {}) or {})
-                    pairs = [d.metadata["row"] for d in chunk]
-                    scores = scorer.score(pairs)
-                    counters = {f"engine:{k}": v - before.get(k, 0)
-                                for k, v in dict(getattr(scorer.engine, "counters", {}) or {}).items()
-                                if v - before.get(k, 0)}
-                    rows = [{**p, **s, "scorer": scorer.kind, "model": self.model} for p, s in zip(pairs, scores)]
-                    store.save(index, ids, rows)
-                    meter.update(len(chunk))
-                else:
-                    meter.update(len(chunk), replayed=True)
-                for i, row in enumerate(rows):
-                    meta = {"row": row}
-                    if i == 0 and counters:
-                        meta["counters"] = counters
-                    yield Document(text=row["output"], id=row["pair_id"], metadata=meta)
-            meter.update(0, force=True)
-        finally:
-            if scorer is not None:
-                scorer.engine.close()
+    def run(self, engine, docs: list[Document]) -> tuple[list[dict], int]:
+        pairs = [d.metadata["row"] for d in docs]
+        scores = self.scorer.score(pairs)
+        return [{**p, **s, "scorer": self.scorer.kind, "model": self.model} for p, s in zip(pairs, scores)], 0
 
-
-class ScoreRollout:
-    """The scoring of one pair inside datatrove's InferenceRunner (engine kind vllm).
-
-    The scorers are synchronous code; each pair's scorer runs in a worker thread while its requests go
-    through InferenceRunner's callback on the event loop (CallbackEngine), so the scorers are reused as they
-    are and score exactly as they do on the other engines."""
-
-    def __init__(self, model: str, cfg: CurateConfig, use_chat: bool, tokenizer_ref: str | None,
-                 server_support: dict | None = None) -> None:
-        self.model, self.cfg, self.use_chat, self.tokenizer_ref = model, cfg, use_chat, tokenizer_ref
-        # what a probe found an external server to accept (token-id prompts, trustworthy echo); vLLM and
-        # SGLang accept both
-        self.server_support = server_support or {}
-
-    async def __call__(self, document: Document, generate, pool=None, tokenizer=None, tokenizer_lock=None) -> dict:
+    async def rollout(self, engine, document: Document, pool) -> dict:
         import asyncio
 
-        from .engines.vllm_engine import CallbackEngine
-
-        loop = asyncio.get_running_loop()
-        engine = CallbackEngine(self.model, generate, loop, use_chat=self.use_chat, tokenizer=self.tokenizer_ref,
-                                shared_tokenizer=tokenizer, tokenizer_lock=tokenizer_lock, **self.server_support)
         scorer = make_scorer(engine, self.cfg.scorer)
-        [row] = await loop.run_in_executor(pool, scorer.score, [document.metadata["row"]])
+        [row] = await asyncio.get_running_loop().run_in_executor(pool, scorer.score, [document.metadata["row"]])
         return row
 
-
-class RolloutScores(PipelineStep):
-    """Turns the InferenceRunner's documents into score rows (pair + score columns)."""
-
-    name = "rollouts to scores"
-    type = "🔢 - PROCESS"
-
-    def __init__(self, folder: str, model: str, kind: str) -> None:
-        super().__init__()
-        self.folder, self.model, self.kind = folder, model, kind
-
-    def run(self, data: DocumentsPipeline = None, rank: int = 0, world_size: int = 1) -> DocumentsPipeline:
-        from .engines.vllm_engine import iter_rollouts
-
-        for doc in iter_rollouts(self.folder, rank, world_size):
-            meta = doc.get("metadata") or {}
-            for score in meta.get("rollout_results") or []:
-                row = {**meta["row"], **score, "scorer": self.kind, "model": self.model}
-                yield Document(text=row["output"] or "", id=row["pair_id"], metadata={"row": row})
+    def rollout_rows(self, document: dict) -> list[dict]:
+        meta = document.get("metadata") or {}
+        return [{**meta["row"], **score, "scorer": self.cfg.scorer.kind, "model": self.model}
+                for score in meta.get("rollout_results") or []]
 
 
 # ----------------------------------------------------------------------------- finalisation
@@ -385,17 +326,7 @@ def finish_curate(pairs_dir: str, output: str, model: str, config: dict, kind: s
     engine_stats: dict = {k.split(":", 1)[1]: v for k, v in merge_stats(work / f"stats-{key}").items()
                           if k.startswith("engine:")}
     if cfg.engine.kind == "vllm":
-        from .engines.vllm_engine import count_rollouts, inference_stats
-
-        done = count_rollouts(work / f"vllm-{key}" / "rollouts")
-        engine_stats = inference_stats(work / f"vllm-{key}" / "logs")
-        read = engine_stats.get("documents_read", 0)
-        # InferenceRunner counts a document it failed to save as processed and the task still succeeds
-        # (a missing aiofiles does that to every document), so the outputs themselves are checked
-        if done != read:
-            raise RuntimeError(f"curate: the InferenceRunner step wrote {done} of the {read} pairs it read; see "
-                               f"{work / f'vllm-{key}' / 'logs'} (failed_documents: "
-                               f"{engine_stats.get('failed_documents', 0)})")
+        engine_stats = rollout_stats(work / f"vllm-{key}", "curate", "pairs")
     summary, _ = _finalise(scored_dir, out, cfg, kind)
     check_file = work / (f"selfcheck-{key}-{cfg.self_check_sample}-{cfg.self_check_seed}-"
                          f"{'-'.join(cfg.self_check_negatives)}.json")
@@ -461,17 +392,19 @@ def run_curate(pairs: str, model: str, output: str, config: CurateConfig | None 
                 support = _probe_endpoint(model, cfg, kind)
         vwork = work / f"vllm-{key}"
         threads = cfg.engine.vllm.max_concurrent_documents or cfg.engine.vllm.max_concurrent_generations
+        task = ScoreTask(model, scored_cfg)
         runner = inference_step(
-            ScoreRollout(model, scored_cfg, use_chat, tokenizer_ref, support), model, cfg.engine, vwork,
+            TaskRollout(task, model, use_chat, tokenizer_ref, support), model, cfg.engine, vwork,
             use_chat=use_chat,
             shared_context=partial(rollout_context, None if use_chat else tokenizer_ref, min(threads, 256)),
             requests_per_document=1 if use_chat else 2)
         steps = [Step("curate-score", [reader, runner], vwork / "logs", tasks=tasks, uses_model=True),
-                 Step("curate-rows", [RolloutScores(str(vwork / "rollouts"), model, kind), writer],
+                 Step("curate-rows", [RolloutRows(str(vwork / "rollouts"), task), writer],
                       work / f"logs-{key}", tasks=tasks)]
     else:
-        steps = [Step("curate-score", [reader, ScoreStep(model, scored_cfg, str(work / f"chunks-{key}"), total,
-                                                         engine_dir=str(work / "engine")), writer],
+        step = ModelStep(ScoreTask(model, scored_cfg), model, cfg.engine, str(work / f"chunks-{key}"), total,
+                         cfg.chunk_size, engine_dir=str(work / "engine"))
+        steps = [Step("curate-score", [reader, step, writer],
                       work / f"logs-{key}", tasks=tasks, uses_model=True)]
     finish_args = (str(pairs_dir), str(out), model, cfg.model_dump(), kind, key)
     if cfg.executor.kind == "slurm":

@@ -1,8 +1,8 @@
 """Shared machinery for the sharded model stages (augment, curate) on datatrove.
 
 Resume works at two levels. datatrove's completion markers skip whole finished tasks; inside a task,
-model outputs are checkpointed per chunk (keyed by the ids in the chunk), so a kill loses at most one
-chunk of model work and a rerun replays the finished chunks from disk instead of regenerating them. A
+model outputs are checkpointed per chunk (humpback.model_step, keyed by the ids in the chunk), so a kill loses at
+most one chunk of model work and a rerun replays the finished chunks from disk instead of regenerating them. A
 task's output shard is written to a temporary file and renamed when the task ends, so readers never
 see a partial shard and a rerun never duplicates rows.
 """
@@ -280,37 +280,6 @@ def stable_id(*parts: Any, length: int = 16) -> str:
 
 def seed_from(*parts: Any) -> int:
     return int(stable_id(*parts, length=15), 16)
-
-
-class ChunkStore:
-    """Per-task checkpoints of model outputs, one Parquet file per chunk, keyed by the chunk's ids."""
-
-    def __init__(self, root: str | os.PathLike, rank: int, schema: pa.Schema, stage: str = "stage") -> None:
-        self.dir = Path(root) / f"{rank:05d}"
-        self.schema = schema
-        self.stage = stage  # names the fault point after a save (humpback.faults)
-
-    def _path(self, index: int, ids: list[str]) -> Path:
-        return self.dir / f"{index:06d}-{stable_id(*ids)}.parquet"
-
-    def load(self, index: int, ids: list[str]) -> list[dict] | None:
-        p = self._path(index, ids)
-        if not p.is_file():
-            return None
-        try:
-            return pq.read_table(p).to_pylist()
-        except (pa.ArrowInvalid, OSError):  # a torn file from a kill during write: recompute
-            p.unlink(missing_ok=True)
-            return None
-
-    def save(self, index: int, ids: list[str], rows: list[dict]) -> None:
-        table = to_table(rows, self.schema, where=str(self.dir))
-        with atomic_path(self._path(index, ids), suffix=".parquet") as tmp:
-            pq.write_table(table, tmp)
-        fault_point(f"{self.stage}.chunk_saved")
-
-    def clear(self) -> None:
-        shutil.rmtree(self.dir, ignore_errors=True)
 
 
 def chunked(docs: Iterable[Document], size: int) -> Iterator[list[Document]]:

@@ -2,9 +2,9 @@
 
 On a GPU cluster each datatrove task (a Slurm array job or a Ray task) starts its own vLLM (or SGLang) server,
 sends the stage's requests to it with bounded concurrency, checkpoints finished documents in chunks and keeps a
-request cache, so a killed task resumes where it stopped. The augment and curate stages plug their rollouts
-into it (``augment.AugmentRollout``, ``curate.ScoreRollout``); the requests are built and read by the same
-``OpenAICompatEngine`` code as the ``endpoint`` engine, through ``CallbackEngine`` below.
+request cache, so a killed task resumes where it stopped. The augment and curate stages plug their tasks into it
+(``model_step.TaskRollout`` of ``augment.AugmentTask``, ``curate.ScoreTask``); the requests are built and read by
+the same ``OpenAICompatEngine`` code as the ``endpoint`` engine, through ``CallbackEngine`` below.
 
 ``server: endpoint`` points the same machinery at an external OpenAI-compatible server, which is how the path is
 tested on a CPU machine. For the small synchronous jobs of a stage (curate's self-check) ``make_engine`` returns

@@ -21,6 +21,7 @@ import numpy as np
 from pydantic import Field
 
 from ..config import EngineConfig, StrictModel
+from ..model_step import ChunkStore, run_chunks
 from ..progress import Meter
 from ..records import RecordError, iter_jsonl, read_parquet_file, write_json
 from ..shards import stable_id
@@ -247,29 +248,19 @@ def cached_chunks(work: Path, ids: Sequence[str], compute: Callable[[list[int]],
     A saved chunk is reused only if it holds results for exactly the same ids, so a changed input never
     mixes with stale results; ``work`` itself must be keyed by everything else the results depend on.
     """
-    work.mkdir(parents=True, exist_ok=True)
-    out: list[Any] = []
-    progress = Meter(label, len(ids), logger=log)
-    for start in range(0, len(ids), chunk_size):
-        idx = list(range(start, min(start + chunk_size, len(ids))))
-        path = work / f"{start // chunk_size:05d}.json"
-        chunk_ids = [ids[i] for i in idx]
-        saved = None
-        if path.is_file():
-            try:
-                saved = json.loads(path.read_text())
-            except json.JSONDecodeError:
-                saved = None
-        if saved is not None and saved.get("ids") == chunk_ids:
-            out.extend(saved["results"])
-            progress.update(len(idx), replayed=True)
-            continue
+    def checked(idx: list[int]) -> list[Any]:
         results = compute(idx)
         if len(results) != len(idx):
             raise RuntimeError(f"{label}: {len(results)} results for {len(idx)} items")
-        write_json({"ids": chunk_ids, "results": results}, path)
+        return results
+
+    work.mkdir(parents=True, exist_ok=True)
+    out: list[Any] = []
+    progress = Meter(label, len(ids), logger=log)
+    chunks = (list(range(start, min(start + chunk_size, len(ids)))) for start in range(0, len(ids), chunk_size))
+    for idx, results, computed in run_chunks(checked, chunks, ChunkStore(work), lambda i: ids[i]):
         out.extend(results)
-        progress.update(len(idx))
+        progress.update(len(idx), replayed=not computed)
     return out
 
 

@@ -23,7 +23,8 @@ from ..progress import Meter
 from ..engines import Engine, GenerationRequest
 from ..prompts import render
 from ..records import write_json
-from ..shards import ChunkStore, seed_from
+from ..model_step import ChunkStore, run_chunks
+from ..shards import seed_from
 from .problems import Problem
 from .rewards import Reward
 
@@ -88,32 +89,28 @@ def sample_and_grade(engine: Engine, problems: Sequence[Problem], reward: Reward
                            "reward_options": reward.options.model_dump(mode="json"),
                            "plans": [asdict(p) for p in plans], "chunk_problems": chunk_problems,
                            **(settings or {})})
-    store = ChunkStore(work / "chunks", 0, SAMPLE_SCHEMA, stage="rest")
+    store = ChunkStore(work / "chunks" / "00000", SAMPLE_SCHEMA, stage="rest")
     meter = Meter(f"[{label}] problems", len(problems), logger=log)
     samples = 0
     rows: list[dict[str, Any]] = []
     replayed = 0
-    for index in range(0, len(problems), chunk_problems):
-        chunk = list(problems[index:index + chunk_problems])
-        ids = [p.id for p in chunk]
-        done = store.load(index // chunk_problems, ids)
-        if done is not None:
-            rows.extend(done)
+    chunks = (list(problems[i:i + chunk_problems]) for i in range(0, len(problems), chunk_problems))
+    for chunk, chunk_rows, computed in run_chunks(lambda c: _sample_chunk(engine, c, reward, template, plans),
+                                                  chunks, store, lambda p: p.id):
+        rows.extend(chunk_rows)
+        if not computed:
             replayed += 1
             meter.update(len(chunk), replayed=True)
             continue
-        chunk_rows, tokens = _sample_chunk(engine, chunk, reward, template, plans)
-        store.save(index // chunk_problems, ids, chunk_rows)
-        rows.extend(chunk_rows)
         samples += len(chunk_rows)
-        meter.update(len(chunk), tokens, extra=f"{samples} samples")
+        meter.update(len(chunk), sum(r["completion_tokens"] for r in chunk_rows), extra=f"{samples} samples")
     if replayed:
         log.info("[%s] %d chunk(s) reused from %s", label, replayed, work / "chunks")
     return rows
 
 
 def _sample_chunk(engine: Engine, chunk: list[Problem], reward: Reward, template: str,
-                  plans: Sequence[SamplingPlan]) -> tuple[list[dict[str, Any]], int]:
+                  plans: Sequence[SamplingPlan]) -> list[dict[str, Any]]:
     requests, owners = [], []
     for p in chunk:
         messages = prompt_messages(template, p)
@@ -134,7 +131,7 @@ def _sample_chunk(engine: Engine, chunk: list[Problem], reward: Reward, template
              "completion_tokens": int(ntok), "reward": float(g.reward), "extracted": g.extracted, "key": g.key,
              "detail": g.detail, "difficulty": p.difficulty}
             for (p, mode, j, text, finish, ntok), g in zip(meta, grades)]
-    return rows, sum(int(m[5]) for m in meta)
+    return rows
 
 
 __all__ = ["SAMPLE_SCHEMA", "SamplingError", "SamplingPlan", "prompt_messages", "sample_and_grade"]
