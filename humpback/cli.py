@@ -225,7 +225,7 @@ def prepare_cmd(inputs, output, config_path, fmt, text_key, lang, tasks, workers
                    f"{first_quarantined(result.output_dir)}", err=True)
 
 
-# --- train (humpback.train) ---
+# --- train (humpback.training) ---
 
 
 @main.group("train")
@@ -250,7 +250,7 @@ def _train_options(f):
 
 def _train_config(config_path, max_steps, epochs, lora, **extra):
     from .config import load_config
-    from .train import TrainConfig
+    from .training import TrainConfig
 
     overrides = {"max_steps": max_steps, "epochs": epochs, "lora.enabled": lora, **extra}
     return load_config(TrainConfig, config_path, overrides)
@@ -268,7 +268,7 @@ def _train_report(result) -> None:
 
 
 def _run_train(fn, *args, **kwargs):
-    from .train import TrainingError
+    from .training import TrainingError
 
     output = Path(kwargs.get("output") or args[1])
     try:
@@ -285,7 +285,7 @@ def _run_train(fn, *args, **kwargs):
 @writes_output("output")
 def train_backward_cmd(seed_paths, base, output, config_path, max_steps, epochs, lora) -> None:
     """Fine-tune M_yx on reversed seed pairs (prompt: the output, completion: the instruction)."""
-    from .train import train_backward
+    from .training import train_backward
 
     config = _train_config(config_path, max_steps, epochs, lora)
     _train_report(_run_train(train_backward, list(seed_paths), output, base=base, config=config))
@@ -301,7 +301,7 @@ def train_backward_cmd(seed_paths, base, output, config_path, max_steps, epochs,
 def train_forward_cmd(seed_paths, base, output, config_path, max_steps, epochs, lora, augmented, min_score,
                       no_tags) -> None:
     """Fine-tune the forward model on seed (tag S_a) plus augmented (tag S_w) pairs, from the base model."""
-    from .train import train_forward
+    from .training import train_forward
 
     config = _train_config(config_path, max_steps, epochs, lora, min_score=min_score,
                            tags=False if no_tags else None)

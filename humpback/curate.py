@@ -90,7 +90,7 @@ def _find_pairs(path: Path) -> Path:
     return path
 
 
-def normalise_input(src: str, work: Path) -> Path:
+def normalize_input(src: str, work: Path) -> Path:
     """Any JSONL/Parquet file or folder with instruction and output columns → pair-schema shards."""
     path = _find_pairs(Path(src))
     if not path.exists():
@@ -430,7 +430,7 @@ def run_curate(pairs: str, model: str, output: str, config: CurateConfig | None 
     if queued:  # an augment stage queued before this one (Slurm): its pairs do not exist yet
         pairs_dir = src if src.name == "pairs" else src / "pairs"
     else:
-        pairs_dir = normalise_input(pairs, work)
+        pairs_dir = normalize_input(pairs, work)
     kind = cfg.scorer.kind if cfg.scorer.kind != "auto" else _auto_kind(model, cfg)
     scored_cfg = cfg.model_copy(update={"scorer": cfg.scorer.model_copy(update={"kind": kind})})
     total = None
@@ -520,4 +520,4 @@ def format_summary(stats: dict) -> str:
     return "\n".join(lines)
 
 
-__all__ = ["CurateConfig", "run_curate", "format_summary", "load_curate_config", "normalise_input"]
+__all__ = ["CurateConfig", "run_curate", "format_summary", "load_curate_config", "normalize_input"]

@@ -321,7 +321,7 @@ def charset_from_content_type(value: Optional[str]) -> Optional[str]:
     return m.group(1) if m else None
 
 
-def normalise_newlines(text: str) -> str:
+def normalize_newlines(text: str) -> str:
     return text.replace("\r\n", "\n").replace("\r", "\n") if "\r" in text else text
 
 
@@ -561,7 +561,7 @@ class CorpusReader(PipelineStep):
             "title": title.strip() if isinstance(title, str) and title.strip() else None,
             "html": bool(is_html),
         }
-        return Document(text=text if is_html else normalise_newlines(text), id=doc_id, metadata=meta)
+        return Document(text=text if is_html else normalize_newlines(text), id=doc_id, metadata=meta)
 
     def _row_doc(self, unit: InputUnit, row: Any, default_id: str, position: Any) -> Document | _Bad:
         if not isinstance(row, dict):

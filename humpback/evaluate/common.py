@@ -174,7 +174,7 @@ def unique_labels(refs: Sequence[str]) -> list[str]:
 def auroc(positives: Sequence[float | None], negatives: Sequence[float | None]) -> float | None:
     """P(positive > negative) with ties counted half (Mann-Whitney U from ranks); None values left out.
 
-    Same value as :func:`humpback.scorers.auroc`, in O(n log n), so bootstrap resampling stays cheap.
+    Ranks rather than all pairs (O(n log n)), so bootstrap resampling stays cheap.
     """
     from scipy.stats import rankdata
 
