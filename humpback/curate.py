@@ -25,6 +25,7 @@ from pydantic import Field
 
 from .config import EngineConfig, StrictModel, load_config
 from .engines.base import EngineCapabilityError
+from .evaluate.common import auroc
 from .progress import Meter
 from .records import (
     CURATED_SCHEMA,
@@ -39,7 +40,6 @@ from .records import (
 from .scorers import (
     CONTINUOUS,
     ScorerConfig,
-    auroc,
     auto_kind,
     make_scorer,
     pmi_to_scores,

@@ -49,6 +49,43 @@ def test_defaults_and_overrides(tmp_path):
     assert cfg.generation.top_p == 0.9 and cfg.name == "x"  # paper default, None override ignored
 
 
+def test_set_options_are_dotted_yaml_overrides_checked_against_the_model(tmp_path):
+    from humpback.config import parse_set_options, with_set_options
+
+    sets = parse_set_options(_Stage, ["generation.temperature=0.2", "generation.stop=[a, b]", "name=y"])
+    assert sets == {"generation.temperature": 0.2, "generation.stop": ["a", "b"], "name": "y"}
+    f = tmp_path / "run.yaml"
+    f.write_text("generation:\n  temperature: 0.9\n  top_p: 0.5\n")
+    cfg = load_config(_Stage, f, with_set_options(_Stage, ["generation.temperature=0.2", "name=y"], {"name": "z"}))
+    assert (cfg.generation.temperature, cfg.generation.top_p, cfg.name) == (0.2, 0.5, "z")  # named options win
+    for item, message in [("generation.temprature=1", "unknown key 'generation.temprature'"),
+                          ("nope.x=1", "unknown key 'nope'"), ("name.x=1", "'name' is a value, not a section"),
+                          ("temperature", "expected KEY=VALUE"), ("name=[1", "not valid YAML")]:
+        with pytest.raises(ConfigError) as e:
+            parse_set_options(_Stage, [item])
+        assert str(e.value).startswith(f"--set {item}: ") and message in str(e.value) and "\n" not in str(e.value)
+
+
+def test_overrides_through_a_value_that_is_not_a_mapping_name_the_key(tmp_path):
+    f = tmp_path / "run.yaml"
+    f.write_text("generation: 3\n")
+    with pytest.raises(ConfigError, match=r"run.yaml: generation: must be a mapping of keys"):
+        load_config(_Stage, f, {"generation.temperature": 0.1})
+
+
+def test_run_set_option_reaches_the_run_config_and_rejects_unknown_keys(tmp_path):
+    from click.testing import CliRunner
+
+    from humpback.cli import main
+
+    f = tmp_path / "run.yaml"
+    f.write_text("name: t\n")
+    result = CliRunner().invoke(main, ["run", str(f), "--set", "rounds=1", "--set", "train.epochz=2"])
+    assert result.exit_code == 2 and result.output.strip() == "error: --set train.epochz=2: unknown key 'train.epochz'"
+    result = CliRunner().invoke(main, ["run", str(f), "--set", "rounds=0"])
+    assert result.exit_code == 2 and "rounds" in result.output  # the value reached RunConfig's validation
+
+
 def test_records_validate_and_roundtrip(tmp_path):
     rows = [{"id": "a", "instruction": "Do x", "output": "Done", "source": "t"}]
     path = records.write_parquet(rows, tmp_path / "seed.parquet", "seed")

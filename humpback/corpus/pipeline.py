@@ -34,7 +34,7 @@ from typing import Any, Callable, Optional
 from datatrove.executor import LocalPipelineExecutor
 
 from .. import __version__
-from ..config import ConfigError, validate_config
+from ..config import ConfigError, apply_overrides, validate_config
 from ..faults import armed, fault_step
 from ..records import SEGMENT_SCHEMA, write_json
 from .config import PrepareConfig, load_prepare_config
@@ -647,15 +647,7 @@ def run_prepare(
     from .filters import packaged_lid176_path
 
     if isinstance(config, PrepareConfig):
-        data = config.model_dump()
-        for key, value in (overrides or {}).items():
-            if value is not None:
-                cur = data
-                *parents, last = key.split(".")
-                for p in parents:
-                    cur = cur.setdefault(p, {})
-                cur[last] = value
-        cfg = validate_config(PrepareConfig, data, source="<config>")
+        cfg = validate_config(PrepareConfig, apply_overrides(config.model_dump(), overrides), source="<config>")
     else:
         cfg = load_prepare_config(config, overrides)
     inputs = [inputs] if isinstance(inputs, (str, os.PathLike)) else list(inputs)
