@@ -32,8 +32,9 @@ from .records import (
     SCORE_SCHEMA,
     RecordError,
     atomic_path,
-    iter_jsonl,
     parquet_files,
+    read_records,
+    record_files,
     to_table,
     write_json,
 )
@@ -95,12 +96,7 @@ def normalize_input(src: str, work: Path) -> Path:
     path = _find_pairs(Path(src))
     if not path.exists():
         raise FileNotFoundError(f"{src}: no such file or folder")
-    files = parquet_files(path) if path.is_dir() else [path]
-    jsonl = [f for f in (sorted(path.rglob("*.jsonl")) if path.is_dir() else []) if not f.name.startswith(".")]
-    if path.is_dir() and not files:
-        files = jsonl
-    if not files:
-        raise FileNotFoundError(f"{src}: no Parquet or JSONL files")
+    files = record_files(path)
     if all(f.suffix == ".parquet" for f in files) and \
             set(CURATED_SCHEMA.names[:9]) <= set(pq.read_schema(files[0]).names):
         return path  # already pairs from augment
@@ -110,12 +106,11 @@ def normalize_input(src: str, work: Path) -> Path:
     if marker.is_file() and json.loads(marker.read_text()) == fingerprint:
         return out
     for i, f in enumerate(files):
-        rows = _read_any(f)
         pairs = []
-        for n, r in enumerate(rows):
+        for where, r in read_records(f):
             missing = [k for k in ("instruction", "output") if k not in r]
             if missing:
-                raise RecordError(f"{f}: record {n + 1} has no column(s) {missing} "
+                raise RecordError(f"{f}: record {where.index + 1} has no column(s) {missing} "
                                   f"(columns: {sorted(r)}); curate needs 'instruction' and 'output'")
             pairs.append({
                 "pair_id": str(r.get("pair_id") or r.get("id") or stable_id(r["instruction"], r["output"])),
@@ -129,12 +124,6 @@ def normalize_input(src: str, work: Path) -> Path:
         write_parquet(pairs, out / f"{i:05d}.parquet", "pair")
     write_json(fingerprint, marker)
     return out
-
-
-def _read_any(f: Path) -> list[dict]:
-    if f.suffix == ".parquet":
-        return pq.read_table(f).to_pylist()
-    return [row for _, row in iter_jsonl(f)]
 
 
 # ----------------------------------------------------------------------------- scoring step

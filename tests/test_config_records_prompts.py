@@ -119,6 +119,34 @@ def test_read_folder_of_shards_skips_temp_files(tmp_path):
     assert [r["id"] for r in records.read_rows(tmp_path, "seed")] == ["0", "1", "2"]
 
 
+def test_read_records_reads_any_file_or_folder_with_locations(tmp_path):
+    import json
+
+    d = tmp_path / "in"
+    (d / "sub").mkdir(parents=True)
+    (d / ".work").mkdir()
+    records.write_parquet([{"id": "p0", "instruction": "i", "output": "o", "source": None}], d / "a.parquet", "seed")
+    (d / "sub" / "b.jsonl").write_text('{"id": "j0"}\n\n{"id": "j1"}\n')
+    (d / ".work" / "c.jsonl").write_text('{"id": "hidden"}\n')
+    (d / "stats.json").write_text("{}")  # not records: a folder's .json files are left out
+    got = [(str(where), where.number, row["id"]) for where, row in records.read_records(d)]
+    assert got == [(f"{d / 'a.parquet'} row 0", 1, "p0"), (f"{d / 'sub' / 'b.jsonl'}:1", 1, "j0"),
+                   (f"{d / 'sub' / 'b.jsonl'}:3", 3, "j1")]
+    arr = tmp_path / "alpaca.json"
+    arr.write_text(json.dumps([{"id": "x"}, {"id": "y"}]))
+    assert [(str(w), r["id"]) for w, r in records.read_records(arr)] == [(f"{arr} item 0", "x"), (f"{arr} item 1", "y")]
+    arr.write_text(json.dumps([{"id": "x"}, 3]))
+    with pytest.raises(records.RecordError, match=r"alpaca.json: item 1: expected a JSON object, got int"):
+        list(records.read_records(arr))
+    with pytest.raises(FileNotFoundError, match="no such file or folder"):
+        records.read_records(tmp_path / "missing")  # at the call, not when first iterated
+    with pytest.raises(records.RecordError, match=r"notes.txt: expected a .parquet or .jsonl file"):
+        (tmp_path / "notes.txt").write_text("x")
+        records.read_records(tmp_path / "notes.txt")
+    (tmp_path / "notes.txt").write_text('{"id": "t"}\n')
+    assert [r["id"] for _, r in records.read_records(tmp_path / "notes.txt", "jsonl")] == ["t"]  # --format jsonl
+
+
 def test_score_schema_holds_nulls_and_distributions(tmp_path):
     row = {"pair_id": "p", "scorer": "rubric", "model": "m", "score": None,
            "score_probs": [0.1, 0.1, 0.2, 0.3, 0.3], "expected_score": 3.6, "pmi": None, "rationale": None}
