@@ -122,6 +122,13 @@ def generate_cmd(text, model, template, temperature, top_p, max_tokens, n, seed)
 # Stage commands are added below, one block per stage; each block only parses and calls its module.
 
 
+def _set_option(f):
+    """``--set KEY=VALUE`` (repeatable): any config key of the command, by its dotted name (see docs/run.md)."""
+    return click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
+                        help="Set a config key, e.g. --set train.epochs=2 (value read as YAML; repeatable; "
+                             "named options win).")(f)
+
+
 def _quiet_stage(name: str, log_path):
     from . import console
 
@@ -204,18 +211,21 @@ def quickstart_corpus_cmd(output, min_chars, min_headings, include_rst) -> None:
 @click.option("--workers", type=int, default=None, help="Tasks run at once (default: CPU cores).")
 @click.option("--limit", type=int, default=None, help="Read at most N input records in total.")
 @click.option("--progress/--no-progress", default=None, help="Progress bars on stderr [on].")
+@_set_option
 @writes_output("output")
-def prepare_cmd(inputs, output, config_path, fmt, text_key, lang, tasks, workers, limit, progress) -> None:
+def prepare_cmd(inputs, output, config_path, fmt, text_key, lang, tasks, workers, limit, progress, sets) -> None:
     """Turn raw corpus files (JSONL, Parquet, WARC, HTML/markdown folders, saved datasets) into segments."""
+    from .config import with_set_options
     from .corpus import run_prepare
+    from .corpus.config import PrepareConfig
     from .corpus.pipeline import first_quarantined
     from .records import RecordError
 
     with _quiet_stage("prepare", Path(output) / "logs" / "prepare.log"):
-        result = run_prepare(list(inputs), output, config=config_path, overrides={
+        result = run_prepare(list(inputs), output, config=config_path, overrides=with_set_options(PrepareConfig, sets, {
             "read.format": fmt, "read.text_key": text_key, "language.languages": lang, "tasks": tasks,
             "workers": workers, "read.limit": limit, "progress": progress,
-        })
+        }))
     docs = result.stats.get("documents") or {}
     bad = docs.get("quarantined_total", 0)
     if bad and bad == docs.get("in"):  # nothing usable at all: the input is broken, not a few of its records
@@ -228,7 +238,7 @@ def prepare_cmd(inputs, output, config_path, fmt, text_key, lang, tasks, workers
                    f"{first_quarantined(result.output_dir)}", err=True)
 
 
-# --- train (humpback.train) ---
+# --- train (humpback.training) ---
 
 
 @main.group("train")
@@ -237,6 +247,7 @@ def train_group() -> None:
 
 
 def _train_options(f):
+    f = _set_option(f)
     f = click.option("--lora", is_flag=True, default=None, help="LoRA (peft) instead of full fine-tuning.")(f)
     f = click.option("--epochs", type=float, default=None, help="Epochs (steps scale with the data).")(f)
     f = click.option("--max-steps", type=int, default=None, help="Optimizer steps (overrides --epochs).")(f)
@@ -251,12 +262,12 @@ def _train_options(f):
     return f
 
 
-def _train_config(config_path, max_steps, epochs, lora, **extra):
-    from .config import load_config
-    from .train import TrainConfig
+def _train_config(config_path, max_steps, epochs, lora, sets, **extra):
+    from .config import load_config, with_set_options
+    from .training import TrainConfig
 
     overrides = {"max_steps": max_steps, "epochs": epochs, "lora.enabled": lora, **extra}
-    return load_config(TrainConfig, config_path, overrides)
+    return load_config(TrainConfig, config_path, with_set_options(TrainConfig, sets, overrides))
 
 
 def _train_report(result) -> None:
@@ -271,7 +282,7 @@ def _train_report(result) -> None:
 
 
 def _run_train(fn, *args, **kwargs):
-    from .train import TrainingError
+    from .training import TrainingError
 
     output = Path(kwargs.get("output") or args[1])
     try:
@@ -286,11 +297,11 @@ def _run_train(fn, *args, **kwargs):
 @train_group.command("backward")
 @_train_options
 @writes_output("output")
-def train_backward_cmd(seed_paths, base, output, config_path, max_steps, epochs, lora) -> None:
+def train_backward_cmd(seed_paths, base, output, config_path, max_steps, epochs, lora, sets) -> None:
     """Fine-tune M_yx on reversed seed pairs (prompt: the output, completion: the instruction)."""
-    from .train import train_backward
+    from .training import train_backward
 
-    config = _train_config(config_path, max_steps, epochs, lora)
+    config = _train_config(config_path, max_steps, epochs, lora, sets)
     _train_report(_run_train(train_backward, list(seed_paths), output, base=base, config=config))
 
 
@@ -301,12 +312,12 @@ def train_backward_cmd(seed_paths, base, output, config_path, max_steps, epochs,
 @click.option("--min-score", type=float, default=None, help="Keep augmented pairs with score >= S.")
 @click.option("--no-tags", is_flag=True, help="No system tags (ablation); default tags seed S_a, augmented S_w.")
 @writes_output("output")
-def train_forward_cmd(seed_paths, base, output, config_path, max_steps, epochs, lora, augmented, min_score,
+def train_forward_cmd(seed_paths, base, output, config_path, max_steps, epochs, lora, sets, augmented, min_score,
                       no_tags) -> None:
     """Fine-tune the forward model on seed (tag S_a) plus augmented (tag S_w) pairs, from the base model."""
-    from .train import train_forward
+    from .training import train_forward
 
-    config = _train_config(config_path, max_steps, epochs, lora, min_score=min_score,
+    config = _train_config(config_path, max_steps, epochs, lora, sets, min_score=min_score,
                            tags=False if no_tags else None)
     _train_report(_run_train(train_forward, list(seed_paths), output, augmented=list(augmented), base=base,
                              config=config))
@@ -338,19 +349,21 @@ def _check_local_model(model: str, engine) -> None:
 @click.option("--workers", type=int, default=None, help="Tasks run at once on this machine.")
 @click.option("--round", "round_", type=int, default=None, help="Round number recorded on each pair.")
 @click.option("--prepare-config", default=None, help="YAML for `prepare` when INPUT is a raw corpus.")
+@_set_option
 @writes_output("output")
 def augment_cmd(input_path, model, output, config_path, max_segments, n, candidates, selection_model, engine,
-                max_tokens, tasks, workers, round_, prepare_config) -> None:
+                max_tokens, tasks, workers, round_, prepare_config, sets) -> None:
     """Write an instruction for every segment in INPUT with the backward model (self-augmentation).
 
     INPUT is a `humpback prepare` output folder, or a raw corpus (prepared first into OUTPUT/prepared).
     """
-    from .augment import load_augment_config, run_augment
+    from .augment import AugmentConfig, load_augment_config, run_augment
+    from .config import with_set_options
 
-    cfg = load_augment_config(config_path, **{
+    cfg = load_augment_config(config_path, **with_set_options(AugmentConfig, sets, {
         "max_segments": max_segments, "generation.n": n, "candidates": candidates,
         "selection.model": selection_model, "engine.kind": engine, "generation.max_tokens": max_tokens,
-        "executor.tasks": tasks, "executor.workers": workers, "round": round_})
+        "executor.tasks": tasks, "executor.workers": workers, "round": round_}))
     _check_local_model(model, cfg.engine)
     with _quiet_stage("augment", Path(output) / "logs" / "augment.log"):
         stats = run_augment(input_path, model, output, cfg, prepare_config=prepare_config)
@@ -378,18 +391,20 @@ def augment_cmd(input_path, model, output, config_path, max_segments, n, candida
 @click.option("--max-pairs", type=int, default=None)
 @click.option("--tasks", type=int, default=None)
 @click.option("--workers", type=int, default=None)
+@_set_option
 @writes_output("output")
 def curate_cmd(pairs, model, output, scorer, min_score, config_path, engine, self_check, max_pairs, tasks,
-               workers) -> None:
+               workers, sets) -> None:
     """Score every pair in PAIRS and select the tier with score >= --min-score (self-curation).
 
     PAIRS is an augment output folder, or any JSONL/Parquet file or folder with instruction and output columns.
     """
-    from .curate import format_summary, load_curate_config, run_curate
+    from .config import with_set_options
+    from .curate import CurateConfig, format_summary, load_curate_config, run_curate
 
-    cfg = load_curate_config(config_path, **{
+    cfg = load_curate_config(config_path, **with_set_options(CurateConfig, sets, {
         "scorer.kind": scorer, "min_score": min_score, "engine.kind": engine, "self_check_sample": self_check,
-        "max_pairs": max_pairs, "executor.tasks": tasks, "executor.workers": workers})
+        "max_pairs": max_pairs, "executor.tasks": tasks, "executor.workers": workers}))
     _check_local_model(model, cfg.engine)
     with _quiet_stage("curate", Path(output) / "logs" / "curate.log"):
         stats = run_curate(pairs, model, output, cfg)
@@ -415,16 +430,19 @@ def init_cmd(directory, force) -> None:
 @click.option("--run-dir", default=None, help="Run folder (default: run_dir in CONFIG, else runs/<name>).")
 @click.option("--from", "start", default=None, help="Re-run this stage and every stage after it.")
 @click.option("--until", default=None, help="Stop after this stage.")
-def run_cmd(config_path, run_dir, start, until) -> None:
+@_set_option
+def run_cmd(config_path, run_dir, start, until, sets) -> None:
     """Run the Humpback loop described by CONFIG (YAML); rerunning resumes and skips finished stages.
 
     Stages: corpus (quickstart only), prepare, seed, backward, augment, m0, curate-r1, m1, ... export.
     """
-    from .loop import format_run_summary, run_loop
+    from .config import parse_set_options
+    from .loop import RunConfig, format_run_summary, run_loop
 
     from .report import write_report
 
-    run = run_loop(config_path, run_dir=run_dir, start=start, until=until)
+    run = run_loop(config_path, run_dir=run_dir, start=start, until=until,
+                   overrides=parse_set_options(RunConfig, sets))
     with _quiet_stage("report", run.logs_dir / "report.log"):
         write_report(run.dir)  # read by format_run_summary, which names it
     click.echo("\n" + format_run_summary(run))

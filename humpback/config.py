@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Literal, Optional, TypeVar
+from typing import Any, Literal, Mapping, Optional, Sequence, TypeVar
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -73,18 +73,80 @@ def load_yaml(path: str | os.PathLike) -> dict[str, Any]:
 def load_config(model: type[T], path: str | os.PathLike | None, overrides: dict[str, Any] | None = None) -> T:
     """Load ``model`` from a YAML file (or defaults when ``path`` is None), then apply non-None overrides."""
     data = load_yaml(path) if path else {}
+    source = str(path) if path else "<defaults>"
+    return validate_config(model, apply_overrides(data, overrides, source), source=source)
+
+
+def apply_overrides(data: dict[str, Any], overrides: Mapping[str, Any] | None, source: str = "<config>"
+                    ) -> dict[str, Any]:
+    """Set each dotted key of ``overrides`` (``{"lora.enabled": True}``) in ``data``; None values are skipped.
+
+    Every config loader and ``--set`` go through here, so ``a.b.c`` means the same everywhere. Returns ``data``.
+    """
     for key, value in (overrides or {}).items():
-        if value is not None:
-            _set_dotted(data, key, value)
-    return validate_config(model, data, source=str(path) if path else "<defaults>")
+        if value is None:
+            continue
+        *parents, last = key.split(".")
+        cur = data
+        for i, part in enumerate(parents):
+            nxt = cur.setdefault(part, {})
+            if not isinstance(nxt, dict):
+                raise ConfigError(f"{source}: {'.'.join(parents[:i + 1])}: must be a mapping of keys")
+            cur = nxt
+        cur[last] = value
+    return data
 
 
-def _set_dotted(data: dict[str, Any], key: str, value: Any) -> None:
+def parse_set_options(model: type[BaseModel], items: Sequence[str]) -> dict[str, Any]:
+    """``--set KEY=VALUE`` options as dotted overrides of ``model``; the value is read as YAML (3, true, [a, b]).
+
+    A key that ``model`` does not have is an error naming it, before anything runs.
+    """
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, text = item.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise ConfigError(f"--set {item}: expected KEY=VALUE (a dotted key such as train.epochs=2)")
+        _check_key(model, key, item)
+        try:
+            out[key] = yaml.safe_load(text) if text.strip() else ""
+        except yaml.YAMLError as e:
+            raise ConfigError(f"--set {item}: the value is not valid YAML ({' '.join(str(e).split())})") from None
+    return out
+
+
+def with_set_options(model: type[BaseModel], items: Sequence[str], named: Mapping[str, Any]) -> dict[str, Any]:
+    """The overrides of a command: its ``--set`` options, then its named options (which win) that were given."""
+    return {**parse_set_options(model, items), **{k: v for k, v in named.items() if v is not None}}
+
+
+def _check_key(model: type[BaseModel], key: str, item: str) -> None:
     parts = key.split(".")
-    cur = data
-    for p in parts[:-1]:
-        cur = cur.setdefault(p, {})
-    cur[parts[-1]] = value
+    models: list[type[BaseModel]] = [model]
+    for i, part in enumerate(parts):
+        fields = [m.model_fields[part] for m in models if part in m.model_fields]
+        if not fields:
+            raise ConfigError(f"--set {item}: unknown key '{'.'.join(parts[:i + 1])}'")
+        if i == len(parts) - 1:
+            return
+        sections = [sub for f in fields for sub in _sections(f.annotation)]
+        if any(sub is dict for sub in sections):
+            return  # a free-form mapping: any key below it is the model's to judge
+        models = [sub for sub in sections if sub is not dict]
+        if not models:
+            raise ConfigError(f"--set {item}: '{'.'.join(parts[:i + 1])}' is a value, not a section of keys")
+
+
+def _sections(annotation: Any) -> list[Any]:
+    """The config models (or ``dict`` for a free-form mapping) a field's type allows below it."""
+    import typing
+
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return [annotation]
+    if annotation is dict or typing.get_origin(annotation) is dict or annotation is Any:
+        return [dict]
+    return [sub for arg in typing.get_args(annotation) for sub in _sections(arg)]
 
 
 class GenerationConfig(StrictModel):

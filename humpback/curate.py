@@ -24,21 +24,22 @@ from pydantic import Field
 
 from .config import EngineConfig, StrictModel, load_config
 from .engines.base import EngineCapabilityError
+from .evaluate.common import auroc
 from .model_step import ModelStep, RolloutRows, Task, TaskRollout, rollout_stats
 from .records import (
     CURATED_SCHEMA,
     SCORE_SCHEMA,
     RecordError,
     atomic_path,
-    iter_jsonl,
     parquet_files,
+    read_records,
+    record_files,
     to_table,
     write_json,
 )
 from .scorers import (
     CONTINUOUS,
     ScorerConfig,
-    auroc,
     auto_kind,
     make_scorer,
     pmi_to_scores,
@@ -87,17 +88,12 @@ def _find_pairs(path: Path) -> Path:
     return path
 
 
-def normalise_input(src: str, work: Path) -> Path:
+def normalize_input(src: str, work: Path) -> Path:
     """Any JSONL/Parquet file or folder with instruction and output columns → pair-schema shards."""
     path = _find_pairs(Path(src))
     if not path.exists():
         raise FileNotFoundError(f"{src}: no such file or folder")
-    files = parquet_files(path) if path.is_dir() else [path]
-    jsonl = [f for f in (sorted(path.rglob("*.jsonl")) if path.is_dir() else []) if not f.name.startswith(".")]
-    if path.is_dir() and not files:
-        files = jsonl
-    if not files:
-        raise FileNotFoundError(f"{src}: no Parquet or JSONL files")
+    files = record_files(path)
     if all(f.suffix == ".parquet" for f in files) and \
             set(CURATED_SCHEMA.names[:9]) <= set(pq.read_schema(files[0]).names):
         return path  # already pairs from augment
@@ -107,12 +103,11 @@ def normalise_input(src: str, work: Path) -> Path:
     if marker.is_file() and json.loads(marker.read_text()) == fingerprint:
         return out
     for i, f in enumerate(files):
-        rows = _read_any(f)
         pairs = []
-        for n, r in enumerate(rows):
+        for where, r in read_records(f):
             missing = [k for k in ("instruction", "output") if k not in r]
             if missing:
-                raise RecordError(f"{f}: record {n + 1} has no column(s) {missing} "
+                raise RecordError(f"{f}: record {where.index + 1} has no column(s) {missing} "
                                   f"(columns: {sorted(r)}); curate needs 'instruction' and 'output'")
             pairs.append({
                 "pair_id": str(r.get("pair_id") or r.get("id") or stable_id(r["instruction"], r["output"])),
@@ -126,12 +121,6 @@ def normalise_input(src: str, work: Path) -> Path:
         write_parquet(pairs, out / f"{i:05d}.parquet", "pair")
     write_json(fingerprint, marker)
     return out
-
-
-def _read_any(f: Path) -> list[dict]:
-    if f.suffix == ".parquet":
-        return pq.read_table(f).to_pylist()
-    return [row for _, row in iter_jsonl(f)]
 
 
 # ----------------------------------------------------------------------------- scoring task
@@ -361,7 +350,7 @@ def run_curate(pairs: str, model: str, output: str, config: CurateConfig | None 
     if queued:  # an augment stage queued before this one (Slurm): its pairs do not exist yet
         pairs_dir = src if src.name == "pairs" else src / "pairs"
     else:
-        pairs_dir = normalise_input(pairs, work)
+        pairs_dir = normalize_input(pairs, work)
     kind = cfg.scorer.kind if cfg.scorer.kind != "auto" else _auto_kind(model, cfg)
     scored_cfg = cfg.model_copy(update={"scorer": cfg.scorer.model_copy(update={"kind": kind})})
     total = None
@@ -453,4 +442,4 @@ def format_summary(stats: dict) -> str:
     return "\n".join(lines)
 
 
-__all__ = ["CurateConfig", "run_curate", "format_summary", "load_curate_config", "normalise_input"]
+__all__ = ["CurateConfig", "run_curate", "format_summary", "load_curate_config", "normalize_input"]

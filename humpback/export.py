@@ -27,7 +27,7 @@ import pyarrow.parquet as pq
 
 from .config import ConfigError
 from .faults import fault_point
-from .records import (MESSAGE_TYPE, iter_jsonl, parquet_files, publish_dir, read_json, read_table, recover_dir,
+from .records import (MESSAGE_TYPE, parquet_files, publish_dir, read_json, read_records, read_table, recover_dir,
                       write_json)
 from .training.data import SEED_TAG, WEB_TAG
 
@@ -145,19 +145,10 @@ def read_exclusions(paths: Sequence[str | os.PathLike]) -> set[str]:
     """pair_ids from JSONL/Parquet files of flagged rows (e.g. `humpback eval decontam --output`)."""
     ids: set[str] = set()
     for path in paths:
-        p = Path(path)
-        if p.suffix == ".parquet" or p.is_dir():
-            rows = read_table(p).to_pylist()
-            where = lambda i: f"{p}: row {i}"  # noqa: E731
-        else:
-            rows, lines = [], []
-            for line, row in iter_jsonl(p):
-                rows.append(row)
-                lines.append(line)
-            where = lambda i: f"{p}:{lines[i]}"  # noqa: E731
-        for i, row in enumerate(rows):
+        for where, row in read_records(path):
             if not row.get("pair_id"):
-                raise ConfigError(f"{where(i)}: field 'pair_id' missing (exclusion files list flagged pairs)")
+                at = f"{where.file}: row {where.index}" if where.kind == "row" else str(where)
+                raise ConfigError(f"{at}: field 'pair_id' missing (exclusion files list flagged pairs)")
             ids.add(str(row["pair_id"]))
     return ids
 

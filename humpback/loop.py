@@ -25,7 +25,7 @@ from typing import Any, Literal, Optional
 from pydantic import Field, model_validator
 
 from .augment import AugmentConfig
-from .config import ConfigError, StrictModel, load_yaml, validate_config
+from .config import ConfigError, StrictModel, apply_overrides, load_yaml, validate_config
 from .corpus.config import PrepareConfig
 from .curate import CurateConfig
 from .locks import locked, run_lock_path
@@ -118,11 +118,7 @@ class RunConfig(StrictModel):
 
 
 def load_run_config(path: str | os.PathLike, overrides: Optional[dict[str, Any]] = None) -> RunConfig:
-    data = load_yaml(path)
-    for key, value in (overrides or {}).items():
-        if value is not None:
-            data[key] = value
-    return validate_config(RunConfig, data, source=str(path))
+    return validate_config(RunConfig, apply_overrides(load_yaml(path), overrides, str(path)), source=str(path))
 
 
 def stage_names(rounds: int, export: bool = True, quickstart_corpus: bool = True,

@@ -11,6 +11,7 @@ import json
 import os
 import tempfile
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Mapping
 
@@ -354,3 +355,111 @@ def read_table(path: str | os.PathLike, schema: pa.Schema | str | None = None) -
 
 def read_rows(path: str | os.PathLike, schema: pa.Schema | str | None = None) -> list[dict[str, Any]]:
     return read_table(path, schema).to_pylist()
+
+
+# ------------------------------------------------------------------------------ reading records of any input
+# Files a folder's records are read from (a run folder's stats.json and manifest.json are not records), and
+# the names a single file may have besides (``.json``: a JSON array or JSON lines).
+FOLDER_RECORD_SUFFIXES = (".parquet", ".jsonl", ".jsonl.gz")
+FILE_RECORD_SUFFIXES = FOLDER_RECORD_SUFFIXES + (".json", ".json.gz", ".ndjson")
+
+
+@dataclass(frozen=True)
+class Location:
+    """Where a record was read, for error messages: its file and its line (JSONL), row (Parquet) or item (a
+    JSON array). ``str()`` is ``FILE:LINE``, ``FILE row I`` or ``FILE item I`` (0-based I)."""
+
+    file: Path
+    index: int  # 0-based position of the record in its file
+    kind: str = "line"  # line | row | item
+    line: int | None = None  # JSONL: the line number (blank lines count)
+
+    @property
+    def number(self) -> int:
+        """1-based: the line of a JSONL record, else its row or item number."""
+        return self.line if self.line is not None else self.index + 1
+
+    def __str__(self) -> str:
+        return f"{self.file}:{self.line}" if self.kind == "line" else f"{self.file} {self.kind} {self.index}"
+
+
+def record_format(path: str | os.PathLike) -> str | None:
+    """``parquet`` or ``jsonl`` (JSON lines, or a JSON array in a .json file) from a file's name; None if neither."""
+    name = Path(path).name.lower()
+    if name.endswith(".parquet"):
+        return "parquet"
+    return "jsonl" if name.endswith(FILE_RECORD_SUFFIXES) else None
+
+
+def record_files(path: str | os.PathLike, fmt: str | None = None) -> list[Path]:
+    """The record files of a file or folder: a folder's Parquet and JSONL files (only ``fmt``'s when given),
+    recursively and sorted, hidden or temporary files and folders (.work) skipped."""
+    p = Path(path)
+    if not p.exists():
+        raise FileNotFoundError(f"{p}: no such file or folder")
+    if p.is_file():
+        if fmt is None and record_format(p) is None:
+            raise RecordError(f"{p}: expected a .parquet or .jsonl file")
+        return [p]
+    files = sorted(f for f in p.rglob("*") if f.name.lower().endswith(FOLDER_RECORD_SUFFIXES) and f.is_file()
+                   and fmt in (None, record_format(f))
+                   and not any(part.startswith(".") for part in f.relative_to(p).parts))
+    if not files:
+        raise FileNotFoundError(f"{p}: no .parquet or .jsonl files in this folder")
+    return files
+
+
+def read_records(path: str | os.PathLike, fmt: str | None = None, columns: list[str] | None = None
+                 ) -> Iterator[tuple[Location, dict[str, Any]]]:
+    """(location, record) for every record of a JSONL/Parquet file or a folder of them, in file order.
+
+    The one reader of user-given records (seed, training data, pairs to curate, evaluation data, exclusions,
+    stats). ``fmt`` reads a file as ``parquet`` or ``jsonl`` whatever its name (and a folder's files of that
+    format only); ``columns`` reads only those Parquet columns. A missing path fails here, a bad record when
+    it is reached: a RecordError naming the file and line or row.
+    """
+    from itertools import chain
+
+    files = record_files(path, fmt)
+    return chain.from_iterable(_file_records(f, fmt or record_format(f), columns) for f in files)
+
+
+def _file_records(path: Path, fmt: str | None, columns: list[str] | None
+                  ) -> Iterator[tuple[Location, dict[str, Any]]]:
+    if fmt == "parquet":
+        for i, row in enumerate(read_parquet_file(path, columns=columns).to_pylist()):
+            yield Location(path, i, "row"), row
+        return
+    if path.name.lower().endswith((".json", ".json.gz")):
+        text = _read_text(path)
+        if text.lstrip().startswith("["):  # a JSON array (the Alpaca release and AlpacaEval ship data this way)
+            try:
+                items = json.loads(text)
+            except json.JSONDecodeError as e:
+                raise RecordError(f"{path}:{e.lineno}: not valid JSON: {e.msg}") from None
+            for i, item in enumerate(items):
+                if not isinstance(item, dict):
+                    raise RecordError(f"{path}: item {i}: expected a JSON object, got {type(item).__name__}")
+                yield Location(path, i, "item"), item
+            return
+    for i, (lineno, record) in enumerate(iter_jsonl(path)):
+        yield Location(path, i, "line", lineno), record
+
+
+def _read_text(path: Path) -> str:
+    """A whole (optionally gzipped) UTF-8 file; RecordErrors naming it, and the line of a bad byte."""
+    import gzip
+
+    try:
+        with (gzip.open(path, "rb") if path.name.lower().endswith(".gz") else open(path, "rb")) as f:
+            raw = f.read()
+    except EOFError:
+        raise RecordError(f"{path}: truncated gzip file (download or copy it again)") from None
+    except gzip.BadGzipFile as e:
+        raise RecordError(f"{path}: corrupt gzip data ({e})") from None
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = raw.count(b"\n", 0, e.start) + 1
+        decode_utf8(raw[raw.rfind(b"\n", 0, e.start) + 1:].split(b"\n", 1)[0], path, line)
+        raise

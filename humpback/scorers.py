@@ -358,19 +358,6 @@ def pmi_to_scores(values: Sequence[Optional[float]], cfg: ScorerConfig) -> tuple
     return scores, cuts
 
 
-def auroc(positives: Sequence[Optional[float]], negatives: Sequence[Optional[float]]) -> Optional[float]:
-    """P(positive > negative), ties counted half (Mann-Whitney); None values are left out."""
-    pos = [p for p in positives if p is not None]
-    neg = [n for n in negatives if n is not None]
-    if not pos or not neg:
-        return None
-    wins = 0.0
-    for p in pos:
-        for n in neg:
-            wins += 1.0 if p > n else 0.5 if p == n else 0.0
-    return wins / (len(pos) * len(neg))
-
-
 def shuffled_pairs(pairs: Sequence[dict], seed: int = 0) -> list[dict]:
     """The same pairs with instructions permuted so that no pair keeps its own instruction."""
     n = len(pairs)

@@ -15,23 +15,20 @@ those are expected in scraped sources and the user should see how many.
 
 from __future__ import annotations
 
-import gzip
 import hashlib
-import json
 import logging
 import math
 import os
 import statistics
 import unicodedata
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from .config import ConfigError
-from .records import (RecordError, decode_utf8, iter_jsonl, parquet_files, read_parquet_file, write_jsonl,
-                      write_parquet)
+from .records import RecordError, parquet_files, read_records, record_format, write_jsonl, write_parquet
 
 log = logging.getLogger(__name__)
 
@@ -119,56 +116,10 @@ def detect_container(src: str | os.PathLike) -> str:
             return "parquet"
         raise ConfigError(f"{p}: folder holds neither Parquet files nor a dataset saved with "
                           "datasets.save_to_disk; pass --format")
-    name = p.name.lower()
-    if name.endswith((".jsonl", ".jsonl.gz", ".json", ".json.gz", ".ndjson")):
-        return "jsonl"
-    if name.endswith(".parquet"):
-        return "parquet"
+    fmt = record_format(p)
+    if fmt is not None:
+        return fmt
     raise ConfigError(f"{p}: cannot tell the format from the name; pass --format jsonl|parquet|hf|oasst1")
-
-
-def _read_json_text(path: Path) -> str:
-    try:
-        with (gzip.open(path, "rb") if path.name.lower().endswith(".gz") else open(path, "rb")) as f:
-            raw = f.read()
-    except EOFError:
-        raise RecordError(f"{path}: truncated gzip file (download or copy it again)") from None
-    except gzip.BadGzipFile as e:
-        raise RecordError(f"{path}: corrupt gzip data ({e})") from None
-    try:
-        return raw.decode("utf-8")
-    except UnicodeDecodeError as e:
-        line = raw.count(b"\n", 0, e.start) + 1
-        decode_utf8(raw[raw.rfind(b"\n", 0, e.start) + 1:].split(b"\n", 1)[0], path, line)
-        raise
-
-
-def _iter_json_records(path: Path) -> Iterator[tuple[str, dict]]:
-    if path.name.lower().endswith((".json", ".json.gz")):
-        text = _read_json_text(path)
-        if text.lstrip().startswith("["):
-            # A JSON array (the Alpaca release ships its data this way).
-            try:
-                items = json.loads(text)
-            except json.JSONDecodeError as e:
-                raise RecordError(f"{path}:{e.lineno}: not valid JSON: {e.msg}") from None
-            for i, item in enumerate(items):
-                if not isinstance(item, dict):
-                    raise RecordError(f"{path}: item {i}: expected a JSON object, got {type(item).__name__}")
-                yield f"{path} item {i}", item
-            return
-    for lineno, record in iter_jsonl(path):
-        yield f"{path}:{lineno}", record
-
-
-def _iter_parquet_records(path: Path) -> Iterator[tuple[str, dict]]:
-
-    files = parquet_files(path)
-    if not files:
-        raise FileNotFoundError(f"{path}: no Parquet files")
-    for f in files:
-        for i, record in enumerate(read_parquet_file(f).to_pylist()):
-            yield f"{f} row {i}", record
 
 
 def _iter_hf_records(path: Path, split: str | None, notes: list[str]) -> Iterator[tuple[str, dict]]:
@@ -203,12 +154,10 @@ def iter_records(src: str | os.PathLike, container: str | None = None, split: st
     container = container or detect_container(path)
     if not path.exists():
         raise FileNotFoundError(f"{path}: no such file or folder")
-    if container == "jsonl":
-        if path.is_dir():
+    if container in ("jsonl", "parquet"):
+        if container == "jsonl" and path.is_dir():
             raise ConfigError(f"{path}: a folder, not a JSONL file")
-        return _iter_json_records(path)
-    if container == "parquet":
-        return _iter_parquet_records(path)
+        return ((str(where), record) for where, record in read_records(path, container))
     if container == "hf":
         return _iter_hf_records(path, split, notes if notes is not None else [])
     raise ConfigError(f"unknown container format '{container}' (expected jsonl, parquet or hf)")
@@ -273,25 +222,24 @@ def _output_kind(output: Path) -> str:
     raise ConfigError(f"{output}: output must end in .parquet or .jsonl")
 
 
+def _one_key(record: dict, where: str, what: str, key: str | None, aliases: Sequence[str], other: str | None) -> str:
+    """The user's ``key`` (which must be present) or the first alias present that is not ``other``'s."""
+    if key is None:
+        key = next((k for k in aliases if k in record and k != other), None)
+        if key is None:
+            raise RecordError(f"{where}: no {what} key: none of {list(aliases)} is present "
+                              f"(keys: {list(record)}); name it with --{what}-key")
+    elif key not in record:
+        raise RecordError(f"{where}: key '{key}' not found (keys: {list(record)})")
+    return key
+
+
 def resolve_keys(record: dict, where: str, instruction_key: str | None, output_key: str | None,
                  notes: list[str]) -> tuple[str, str, str | None]:
     """The instruction, output and context keys to use, from the first record and the user's choice."""
     explicit = instruction_key is not None or output_key is not None
-    keys = list(record)
-    if instruction_key is None:
-        instruction_key = next((k for k in INSTRUCTION_ALIASES if k in record and k != output_key), None)
-        if instruction_key is None:
-            raise RecordError(f"{where}: no instruction key: none of {list(INSTRUCTION_ALIASES)} is present "
-                              f"(keys: {keys}); name it with --instruction-key")
-    elif instruction_key not in record:
-        raise RecordError(f"{where}: key '{instruction_key}' not found (keys: {keys})")
-    if output_key is None:
-        output_key = next((k for k in OUTPUT_ALIASES if k in record and k != instruction_key), None)
-        if output_key is None:
-            raise RecordError(f"{where}: no output key: none of {list(OUTPUT_ALIASES)} is present "
-                              f"(keys: {keys}); name it with --output-key")
-    elif output_key not in record:
-        raise RecordError(f"{where}: key '{output_key}' not found (keys: {keys})")
+    instruction_key = _one_key(record, where, "instruction", instruction_key, INSTRUCTION_ALIASES, output_key)
+    output_key = _one_key(record, where, "output", output_key, OUTPUT_ALIASES, instruction_key)
     context_key = None
     if not explicit and instruction_key == "instruction":
         context_key = next((k for k in CONTEXT_KEYS if k in record and k != output_key), None)

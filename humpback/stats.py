@@ -13,7 +13,7 @@ from typing import Any
 
 import pandas as pd
 
-from .records import RecordError, atomic_path, iter_jsonl, read_table
+from .records import RecordError, atomic_path, read_records, read_table, record_format
 
 # Where each kind of data sits inside a run folder or a stage's output folder.
 KNOWN_PARTS = ("seed.parquet", "prepared/segments", "segments", "augment/pairs", "pairs", "curate/r*/scores",
@@ -51,10 +51,10 @@ def _load(path: Path, name: str) -> DataSet | None:
     if path.is_dir() and not _shards_here(path):
         return None
     try:
-        if path.is_file() and path.name.endswith((".jsonl", ".jsonl.gz", ".json")):
+        if path.is_file() and record_format(path) == "jsonl":
             import pyarrow as pa
 
-            table = pa.Table.from_pylist([row for _, row in iter_jsonl(path)])
+            table = pa.Table.from_pylist([row for _, row in read_records(path)])
         else:
             table = read_table(path)
     except RecordError:

@@ -12,12 +12,12 @@ from humpback import records
 from humpback.augment import AugmentConfig, PairFilter, PairFilterConfig, clean_instruction, run_augment
 from humpback.config import EngineConfig, GenerationConfig
 from humpback.curate import CurateConfig, run_curate
+from humpback.evaluate.common import auroc
 from humpback.scorers import (
     PMIScorer,
     RubricGenerateScorer,
     RubricScorer,
     ScorerConfig,
-    auroc,
     parse_generated_score,
     pmi_to_scores,
     shuffled_pairs,

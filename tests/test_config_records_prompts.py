@@ -49,6 +49,43 @@ def test_defaults_and_overrides(tmp_path):
     assert cfg.generation.top_p == 0.9 and cfg.name == "x"  # paper default, None override ignored
 
 
+def test_set_options_are_dotted_yaml_overrides_checked_against_the_model(tmp_path):
+    from humpback.config import parse_set_options, with_set_options
+
+    sets = parse_set_options(_Stage, ["generation.temperature=0.2", "generation.stop=[a, b]", "name=y"])
+    assert sets == {"generation.temperature": 0.2, "generation.stop": ["a", "b"], "name": "y"}
+    f = tmp_path / "run.yaml"
+    f.write_text("generation:\n  temperature: 0.9\n  top_p: 0.5\n")
+    cfg = load_config(_Stage, f, with_set_options(_Stage, ["generation.temperature=0.2", "name=y"], {"name": "z"}))
+    assert (cfg.generation.temperature, cfg.generation.top_p, cfg.name) == (0.2, 0.5, "z")  # named options win
+    for item, message in [("generation.temprature=1", "unknown key 'generation.temprature'"),
+                          ("nope.x=1", "unknown key 'nope'"), ("name.x=1", "'name' is a value, not a section"),
+                          ("temperature", "expected KEY=VALUE"), ("name=[1", "not valid YAML")]:
+        with pytest.raises(ConfigError) as e:
+            parse_set_options(_Stage, [item])
+        assert str(e.value).startswith(f"--set {item}: ") and message in str(e.value) and "\n" not in str(e.value)
+
+
+def test_overrides_through_a_value_that_is_not_a_mapping_name_the_key(tmp_path):
+    f = tmp_path / "run.yaml"
+    f.write_text("generation: 3\n")
+    with pytest.raises(ConfigError, match=r"run.yaml: generation: must be a mapping of keys"):
+        load_config(_Stage, f, {"generation.temperature": 0.1})
+
+
+def test_run_set_option_reaches_the_run_config_and_rejects_unknown_keys(tmp_path):
+    from click.testing import CliRunner
+
+    from humpback.cli import main
+
+    f = tmp_path / "run.yaml"
+    f.write_text("name: t\n")
+    result = CliRunner().invoke(main, ["run", str(f), "--set", "rounds=1", "--set", "train.epochz=2"])
+    assert result.exit_code == 2 and result.output.strip() == "error: --set train.epochz=2: unknown key 'train.epochz'"
+    result = CliRunner().invoke(main, ["run", str(f), "--set", "rounds=0"])
+    assert result.exit_code == 2 and "rounds" in result.output  # the value reached RunConfig's validation
+
+
 def test_records_validate_and_roundtrip(tmp_path):
     rows = [{"id": "a", "instruction": "Do x", "output": "Done", "source": "t"}]
     path = records.write_parquet(rows, tmp_path / "seed.parquet", "seed")
@@ -80,6 +117,34 @@ def test_read_folder_of_shards_skips_temp_files(tmp_path):
                               tmp_path / f"{i:05d}.parquet", "seed")
     (tmp_path / ".00009.parquet.tmp.parquet").write_bytes(b"garbage")
     assert [r["id"] for r in records.read_rows(tmp_path, "seed")] == ["0", "1", "2"]
+
+
+def test_read_records_reads_any_file_or_folder_with_locations(tmp_path):
+    import json
+
+    d = tmp_path / "in"
+    (d / "sub").mkdir(parents=True)
+    (d / ".work").mkdir()
+    records.write_parquet([{"id": "p0", "instruction": "i", "output": "o", "source": None}], d / "a.parquet", "seed")
+    (d / "sub" / "b.jsonl").write_text('{"id": "j0"}\n\n{"id": "j1"}\n')
+    (d / ".work" / "c.jsonl").write_text('{"id": "hidden"}\n')
+    (d / "stats.json").write_text("{}")  # not records: a folder's .json files are left out
+    got = [(str(where), where.number, row["id"]) for where, row in records.read_records(d)]
+    assert got == [(f"{d / 'a.parquet'} row 0", 1, "p0"), (f"{d / 'sub' / 'b.jsonl'}:1", 1, "j0"),
+                   (f"{d / 'sub' / 'b.jsonl'}:3", 3, "j1")]
+    arr = tmp_path / "alpaca.json"
+    arr.write_text(json.dumps([{"id": "x"}, {"id": "y"}]))
+    assert [(str(w), r["id"]) for w, r in records.read_records(arr)] == [(f"{arr} item 0", "x"), (f"{arr} item 1", "y")]
+    arr.write_text(json.dumps([{"id": "x"}, 3]))
+    with pytest.raises(records.RecordError, match=r"alpaca.json: item 1: expected a JSON object, got int"):
+        list(records.read_records(arr))
+    with pytest.raises(FileNotFoundError, match="no such file or folder"):
+        records.read_records(tmp_path / "missing")  # at the call, not when first iterated
+    with pytest.raises(records.RecordError, match=r"notes.txt: expected a .parquet or .jsonl file"):
+        (tmp_path / "notes.txt").write_text("x")
+        records.read_records(tmp_path / "notes.txt")
+    (tmp_path / "notes.txt").write_text('{"id": "t"}\n')
+    assert [r["id"] for _, r in records.read_records(tmp_path / "notes.txt", "jsonl")] == ["t"]  # --format jsonl
 
 
 def test_score_schema_holds_nulls_and_distributions(tmp_path):

@@ -23,7 +23,17 @@ from humpback.evaluate.common import (
     spearman,
 )
 from humpback.records import RecordError, write_jsonl, write_parquet
-from humpback.scorers import auroc as slow_auroc
+
+
+
+def slow_auroc(positives, negatives):
+    """The definition, pair by pair: P(positive > negative), ties counted half, None values left out."""
+    pos = [p for p in positives if p is not None]
+    neg = [n for n in negatives if n is not None]
+    if not pos or not neg:
+        return None
+    return sum(1.0 if p > n else 0.5 if p == n else 0.0 for p in pos for n in neg) / (len(pos) * len(neg))
+
 
 CFG = EvalConfig(engine=EngineConfig(dtype="float32", progress=False), bootstrap=200)
 

@@ -16,7 +16,7 @@ import pytest
 from humpback.config import ConfigError
 from humpback.corpus import PrepareConfig, run_prepare
 from humpback.corpus.config import SegmentConfig, load_prepare_config
-from humpback.corpus.dedup import normalise_for_exact
+from humpback.corpus.dedup import normalize_for_exact
 from humpback.corpus.readers import looks_like_html
 from humpback.corpus.segment import SegmentRules, segment_document
 from humpback.records import SEGMENT_SCHEMA
@@ -482,7 +482,7 @@ def test_segment_ids_are_stable_hashes_of_content_and_provenance(corpus):
 
 
 def test_no_exact_duplicates_and_dedup_is_counted(corpus):
-    norm = [normalise_for_exact(r["text"]) for r in corpus["rows"]]
+    norm = [normalize_for_exact(r["text"]) for r in corpus["rows"]]
     assert len(set(norm)) == len(norm)
     dropped = corpus["stats"]["segments"]["dropped"]
     # the mirrored page, the second copy of the readme sections, the gzip copies, the Parquet/datasets copies

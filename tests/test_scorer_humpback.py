@@ -12,12 +12,12 @@ from humpback import records
 from humpback.config import EngineConfig
 from humpback.curate import CurateConfig, run_curate
 from humpback.evaluate.negatives import build_negatives
+from humpback.evaluate.common import auroc
 from humpback.scorers import (
     HUMPBACK_WEIGHTS,
     NEUTRAL_END,
     HumpbackScorer,
     ScorerConfig,
-    auroc,
     make_scorer,
     turn_end,
 )

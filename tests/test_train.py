@@ -17,7 +17,7 @@ from humpback.config import ConfigError, EngineConfig, load_config
 from humpback.models import resolve
 from humpback.records import RecordError, read_rows
 from humpback.seed import BUILTIN_SEED_PATH
-from humpback.train import (
+from humpback.training import (
     SEED_TAG,
     WEB_TAG,
     TrainConfig,

@@ -12,7 +12,7 @@ from typing import Any, Literal, Optional
 
 from pydantic import Field, field_validator, model_validator
 
-from ..config import ConfigError, StrictModel, load_yaml, validate_config
+from ..config import ConfigError, StrictModel, apply_overrides, load_yaml, validate_config
 from ..shards import RayConfig, SlurmConfig
 
 DEFAULT_NAVIGATION_KEYWORDS = [
@@ -187,15 +187,4 @@ def load_prepare_config(
             data = data["prepare"]
         elif "prepare" in data:
             raise ConfigError(f"{path}: prepare: must be a mapping of keys")
-    for key, value in (overrides or {}).items():
-        if value is None:
-            continue
-        cur = data
-        parts = key.split(".")
-        for p in parts[:-1]:
-            nxt = cur.setdefault(p, {})
-            if not isinstance(nxt, dict):
-                raise ConfigError(f"{source}: {'.'.join(parts[:-1])}: must be a mapping of keys")
-            cur = nxt
-        cur[parts[-1]] = value
-    return validate_config(PrepareConfig, data, source=source)
+    return validate_config(PrepareConfig, apply_overrides(data, overrides, source), source=source)

@@ -26,14 +26,14 @@ from .config import DedupConfig
 _NON_WORD = re.compile(r"[\W_]+", re.UNICODE)
 
 
-def normalise_for_exact(text: str) -> str:
+def normalize_for_exact(text: str) -> str:
     """Case, punctuation, markdown markup and whitespace do not make two segments different."""
     text = unicodedata.normalize("NFKC", text).lower()
     return _NON_WORD.sub(" ", text).strip()
 
 
 def exact_content(doc: Document) -> str:
-    return normalise_for_exact(doc.text)
+    return normalize_for_exact(doc.text)
 
 
 def exact_config() -> ExactDedupConfig:

@@ -14,7 +14,7 @@ from datatrove.pipeline.extractors.base import ExtractorSandbox
 from datatrove.pipeline.extractors.trafilatura import Trafilatura
 
 from .config import ExtractConfig
-from .readers import Quarantine, html_title, normalise_newlines
+from .readers import Quarantine, html_title, normalize_newlines
 
 _WARMUP_PAGE = (
     "<html><body><article><h1>Warm-up</h1><p>A page to load trafilatura.</p></article></body></html>"
@@ -90,7 +90,7 @@ class HtmlToMarkdown(Trafilatura):
                         continue
                     if not doc.metadata.get("title"):
                         doc.metadata["title"] = html_title(doc.text)
-                    doc.text = normalise_newlines(text)
+                    doc.text = normalize_newlines(text)
                     self.stat_update("extracted")
                     yield doc
         finally:

@@ -34,7 +34,7 @@ from typing import Any, Callable, Optional
 from datatrove.executor import LocalPipelineExecutor
 
 from .. import __version__
-from ..config import ConfigError, validate_config
+from ..config import ConfigError, apply_overrides, validate_config
 from ..faults import armed, fault_step
 from ..records import SEGMENT_SCHEMA, write_json
 from .config import PrepareConfig, load_prepare_config
@@ -141,7 +141,9 @@ def make_executor(
 
 
 @dataclass
-class Stage:
+class PrepareStep:
+    """One executor run of prepare: a ``shards.Step`` whose pipeline is built when it runs, with a bar title."""
+
     key: str
     title: str
     build: Callable[[], list]
@@ -150,7 +152,7 @@ class Stage:
 
 
 @dataclass
-class Layout:
+class PrepareLayout:
     root: Path
 
     @property
@@ -194,8 +196,8 @@ def _segment_row(self, doc) -> dict[str, Any]:
 
 
 def build_stages(
-    cfg: PrepareConfig, plan: InputPlan, layout: Layout, tasks: int, workers: int
-) -> list[Stage]:
+    cfg: PrepareConfig, plan: InputPlan, layout: PrepareLayout, tasks: int, workers: int
+) -> list[PrepareStep]:
     from datatrove.pipeline.dedup import (
         ExactDedupSignature,
         MinhashDedupBuckets,
@@ -246,10 +248,10 @@ def build_stages(
             steps.append(QuietExactDedupFilter(exact_dups, config=ex_cfg))
         return steps
 
-    stages = [Stage("1-segment", "read, extract, segment, filter", segment, tasks, workers)]
+    stages = [PrepareStep("1-segment", "read, extract, segment, filter", segment, tasks, workers)]
     if cfg.dedup.exact:
         stages.append(
-            Stage(
+            PrepareStep(
                 "2-exact-find",
                 "exact duplicates",
                 lambda: [QuietExactFindDedups(exact_sigs, exact_dups, config=ex_cfg)],
@@ -259,7 +261,7 @@ def build_stages(
         )
     if cfg.dedup.minhash:
         stages += [
-            Stage(
+            PrepareStep(
                 "3-minhash-sign",
                 "MinHash signatures",
                 lambda: (
@@ -268,14 +270,14 @@ def build_stages(
                 tasks,
                 workers,
             ),
-            Stage(
+            PrepareStep(
                 "4-minhash-buckets",
                 "MinHash buckets",
                 lambda: [MinhashDedupBuckets(mh_sigs, mh_buckets, config=mh_cfg)],
                 mh_cfg.num_buckets,
                 1,
             ),
-            Stage(
+            PrepareStep(
                 "5-minhash-cluster",
                 "MinHash clusters",
                 lambda: [QuietMinhashDedupCluster(mh_buckets, mh_remove, config=mh_cfg)],
@@ -302,7 +304,7 @@ def build_stages(
         )
         return steps
 
-    stages.append(Stage("6-write", "write Parquet", write, tasks, workers))
+    stages.append(PrepareStep("6-write", "write Parquet", write, tasks, workers))
     return stages
 
 
@@ -314,7 +316,7 @@ class _StageProgress:
     works whether tasks run in this process, in a pool, or elsewhere."""
 
     def __init__(
-        self, stage: Stage, index: int, total: int, logs: Path, progress_dir: Optional[Path], enabled: bool
+        self, stage: PrepareStep, index: int, total: int, logs: Path, progress_dir: Optional[Path], enabled: bool
     ):
         self.stage, self.logs, self.progress_dir, self.enabled = stage, logs, progress_dir, enabled
         self._stop = threading.Event()
@@ -390,7 +392,7 @@ def _prefixed(counter: Counter, prefix: str, rename: Callable[[str], str] = lamb
     }
 
 
-def collect_stats(cfg: PrepareConfig, plan: InputPlan, layout: Layout) -> dict[str, Any]:
+def collect_stats(cfg: PrepareConfig, plan: InputPlan, layout: PrepareLayout) -> dict[str, Any]:
     from datatrove.pipeline.dedup import ExactDedupFilter, MinhashDedupFilter
     from datatrove.pipeline.filters import FineWebQualityFilter, GopherQualityFilter, GopherRepetitionFilter
     from datatrove.pipeline.writers import ParquetWriter
@@ -539,7 +541,7 @@ def _fingerprint(cfg: PrepareConfig, plan: InputPlan, tasks: int) -> dict[str, A
     }
 
 
-def _start_or_resume(layout: Layout, fingerprint: dict[str, Any]) -> bool:
+def _start_or_resume(layout: PrepareLayout, fingerprint: dict[str, Any]) -> bool:
     """True when resuming a run of the same command; otherwise clear what an earlier, different run left."""
     fp_path = layout.work / "fingerprint.json"
     previous = None
@@ -563,12 +565,12 @@ def _start_or_resume(layout: Layout, fingerprint: dict[str, Any]) -> bool:
 SMALL_SHARDS_BYTES = 32 * 2**20
 
 
-def _shard_bytes(layout: Layout) -> int:
+def _shard_bytes(layout: PrepareLayout) -> int:
     folder = layout.work / "segments"
     return sum(p.stat().st_size for p in folder.glob("*.jsonl")) if folder.is_dir() else 0
 
 
-def _publish(layout: Layout) -> None:
+def _publish(layout: PrepareLayout) -> None:
     """Swap the finished shards into OUTPUT/segments in one rename; a crash before leaves no segments/."""
     final = layout.work / "final"
     if final.is_dir():
@@ -584,7 +586,7 @@ def finish_prepare(
 ) -> dict[str, Any]:
     """Publish the segments and write stats.json once every stage has finished (a job of its own on Slurm)."""
     cfg = validate_config(PrepareConfig, config, source="<config>")
-    layout = Layout(Path(root))
+    layout = PrepareLayout(Path(root))
     _publish(layout)
     stats = collect_stats(cfg, plan, layout)
     stats.update({"tasks": tasks, "workers": workers, **extra, "config": cfg.model_dump()})
@@ -593,7 +595,8 @@ def finish_prepare(
 
 
 def _submit_slurm(
-    cfg: PrepareConfig, plan: InputPlan, layout: Layout, stages: list[Stage], tasks: int, workers: int,
+    cfg: PrepareConfig, plan: InputPlan, layout: PrepareLayout, stages: list[PrepareStep], tasks: int,
+    workers: int,
     resumed: bool, depends: Any,
 ) -> dict[str, Any]:
     from ..shards import CallbackStep, sbatch_recorder
@@ -603,7 +606,7 @@ def _submit_slurm(
     jobs: dict[str, Any] = {}
     with recorder:
         for stage in stages + [
-            Stage("7-finish", "publish and stats", lambda: [CallbackStep(
+            PrepareStep("7-finish", "publish and stats", lambda: [CallbackStep(
                 finish_prepare, cfg.model_dump(), plan, str(layout.root), tasks, workers,
                 {"resumed": resumed, "executor": "slurm"})], 1, 1)
         ]:
@@ -644,15 +647,7 @@ def run_prepare(
     from .filters import packaged_lid176_path
 
     if isinstance(config, PrepareConfig):
-        data = config.model_dump()
-        for key, value in (overrides or {}).items():
-            if value is not None:
-                cur = data
-                *parents, last = key.split(".")
-                for p in parents:
-                    cur = cur.setdefault(p, {})
-                cur[last] = value
-        cfg = validate_config(PrepareConfig, data, source="<config>")
+        cfg = validate_config(PrepareConfig, apply_overrides(config.model_dump(), overrides), source="<config>")
     else:
         cfg = load_prepare_config(config, overrides)
     inputs = [inputs] if isinstance(inputs, (str, os.PathLike)) else list(inputs)
@@ -660,7 +655,7 @@ def run_prepare(
     out_str = os.fspath(output)
     if "://" in out_str and not out_str.startswith("file://"):
         raise ConfigError(f"--output {out_str}: the output folder must be a local path")
-    layout = Layout(Path(out_str.removeprefix("file://")).resolve())
+    layout = PrepareLayout(Path(out_str.removeprefix("file://")).resolve())
 
     check_executor(cfg)
     plan = plan_inputs(inputs, cfg.read, exclude=str(layout.root))

@@ -329,7 +329,7 @@ def charset_from_content_type(value: Optional[str]) -> Optional[str]:
     return m.group(1) if m else None
 
 
-def normalise_newlines(text: str) -> str:
+def normalize_newlines(text: str) -> str:
     return text.replace("\r\n", "\n").replace("\r", "\n") if "\r" in text else text
 
 
@@ -554,7 +554,7 @@ class CorpusReader(PipelineStep):
             "title": title.strip() if isinstance(title, str) and title.strip() else None,
             "html": bool(is_html),
         }
-        return Document(text=text if is_html else normalise_newlines(text), id=doc_id, metadata=meta)
+        return Document(text=text if is_html else normalize_newlines(text), id=doc_id, metadata=meta)
 
     def too_large(self, doc_id: str, position: Any, detail: str, content: Any, size: Optional[int]) -> Bad:
         """An oversized record: quarantined with the head of its content only."""

@@ -37,7 +37,7 @@ class EndpointError(RuntimeError):
     """The server refused a request, or stayed unreachable through every retry."""
 
 
-def normalise_base_url(url: str) -> str:
+def normalize_base_url(url: str) -> str:
     url = url.strip().rstrip("/")
     return url.removesuffix("/v1")
 
@@ -75,7 +75,7 @@ class EndpointEngine(OpenAICompatEngine):
                          top_logprobs=ep.top_logprobs, progress=config.progress)
         self.config = config
         self.ep = ep
-        self.base_url = normalise_base_url(ep.base_url)
+        self.base_url = normalize_base_url(ep.base_url)
         self.headers = {}
         if ep.api_key_env:
             key = os.environ.get(ep.api_key_env)

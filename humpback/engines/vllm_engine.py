@@ -71,11 +71,11 @@ def inference_config(model: str, config: EngineConfig, *, use_chat: bool, work_d
     name, lora_flags = served_model(model, vc.server)
     endpoint_url = None
     if vc.server == "endpoint":
-        from .endpoint import normalise_base_url
+        from .endpoint import normalize_base_url
 
         if not ep.base_url:
             raise EngineCapabilityError("engine.vllm.server 'endpoint' needs engine.endpoint.base_url")
-        endpoint_url = normalise_base_url(ep.base_url)
+        endpoint_url = normalize_base_url(ep.base_url)
     if ep.api_key_env and not os.environ.get(ep.api_key_env):
         raise EngineCapabilityError(f"engine.endpoint.api_key_env: environment variable {ep.api_key_env} is not set")
     delay = 5.0

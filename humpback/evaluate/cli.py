@@ -31,10 +31,11 @@ def eval_file_config():
     return EvalFileConfig
 
 
-def _config(path: str | None, **overrides):
-    from ..config import load_config
+def _config(path: str | None, sets=(), **overrides):
+    from ..config import load_config, with_set_options
 
-    return load_config(eval_file_config(), path, overrides)
+    model = eval_file_config()
+    return load_config(model, path, with_set_options(model, sets, overrides))
 
 
 def _writing(out):
@@ -66,6 +67,9 @@ def _common(f):
     f = click.option("--dtype", type=click.Choice(["bfloat16", "float16", "float32", "auto"]), default=None,
                      help="Model dtype [bfloat16].")(f)
     f = click.option("--batch-size", type=int, default=None, help="Engine batch size [16].")(f)
+    f = click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
+                     help="Set a key of the --config file, e.g. --set judge.mode=generate (value read as YAML; "
+                          "repeatable).")(f)
     return f
 
 
@@ -94,7 +98,7 @@ def eval_group() -> None:
                    "for the web-voice negatives.")
 @click.option("--output", "-o", default=None, help="Output folder [RUN/eval/scorer or ./eval/scorer].")
 @_common
-def scorer_cmd(pairs, model, scorers, sample, negatives, corpus, output, config_path, bootstrap, seed, dtype,
+def scorer_cmd(pairs, model, scorers, sample, negatives, corpus, output, config_path, bootstrap, seed, dtype, sets,
                batch_size) -> None:
     """AUROC of each scorer on real PAIRS vs typed negatives built from real material (shuffled instructions,
     a neighbouring pair's output, truncated outputs, page furniture, same-topic web segments), with bootstrap CIs.
@@ -104,7 +108,7 @@ def scorer_cmd(pairs, model, scorers, sample, negatives, corpus, output, config_
     """
     from .scorer import evaluate_scorers, format_scorer_summary, parse_scorer_specs
 
-    cfg = _config(config_path, **_base_overrides(bootstrap, seed, dtype, batch_size))
+    cfg = _config(config_path, sets, **_base_overrides(bootstrap, seed, dtype, batch_size))
     specs = parse_scorer_specs(scorers, model)
     out = output or default_output([pairs], "scorer")
     with _writing(out), _quiet_stage("eval scorer", out):
@@ -122,7 +126,7 @@ def scorer_cmd(pairs, model, scorers, sample, negatives, corpus, output, config_
 @click.option("--sample", type=int, default=None, help="Outputs evaluated (-1: all) [200].")
 @click.option("--output", "-o", default=None, help="Output folder [RUN/eval/backward or ./eval/backward].")
 @_common
-def backward_cmd(pairs, model, scorer_model, k, sample, output, config_path, bootstrap, seed, dtype,
+def backward_cmd(pairs, model, scorer_model, k, sample, output, config_path, bootstrap, seed, dtype, sets,
                  batch_size) -> None:
     """How good a backward model is on held-out human PAIRS: acceptance, relevance AUROC (and the human
     instructions' own), recovery and similarity, each with a 95% bootstrap interval, per best-of-k.
@@ -133,7 +137,8 @@ def backward_cmd(pairs, model, scorer_model, k, sample, output, config_path, boo
     """
     from .backward import evaluate_backward, format_backward_table
 
-    cfg = _config(config_path, **_base_overrides(bootstrap, seed, dtype, batch_size), **{"backward.sample": sample})
+    cfg = _config(config_path, sets, **_base_overrides(bootstrap, seed, dtype, batch_size),
+                  **{"backward.sample": sample})
     out = output or default_output([pairs], "backward")
     with _quiet_stage("eval backward", out):
         summary = evaluate_backward(pairs, model, out, scorer_model=scorer_model, k=k, config=cfg,
@@ -151,11 +156,12 @@ def backward_cmd(pairs, model, scorer_model, k, sample, output, config_path, boo
 @click.option("--max-examples", type=int, default=None, help="Evaluate a fixed-seed sample of this many.")
 @click.option("--output", "-o", default=None, help="Output folder [RUN/eval/heldout or ./eval/heldout].")
 @_common
-def heldout_cmd(models, data, system, max_examples, output, config_path, bootstrap, seed, dtype, batch_size) -> None:
+def heldout_cmd(models, data, system, max_examples, output, config_path, bootstrap, seed, dtype, sets,
+                batch_size) -> None:
     """Mean per-token NLL of held-out reference outputs given their instructions, per model, with CIs."""
     from .heldout import evaluate_heldout, format_heldout_summary, parse_systems
 
-    cfg = _config(config_path, **_base_overrides(bootstrap, seed, dtype, batch_size))
+    cfg = _config(config_path, sets, **_base_overrides(bootstrap, seed, dtype, batch_size))
     out = output or default_output([data], "heldout")
     with _writing(out):
         summary = evaluate_heldout(data, models.split(","), out, systems=parse_systems(system), config=cfg,
@@ -181,11 +187,11 @@ def heldout_cmd(models, data, system, max_examples, output, config_path, bootstr
 @click.option("--output", "-o", default=None, help="Output folder [./eval/judge].")
 @_common
 def judge_cmd(model, baseline, judge_model, prompts, system, sample, max_tokens, judge_mode, judge_engine, judge_url,
-              output, config_path, bootstrap, seed, dtype, batch_size) -> None:
+              output, config_path, bootstrap, seed, dtype, sets, batch_size) -> None:
     """Pairwise win rate of --model over --baseline, judged in both orders (ties count half)."""
     from .judge import evaluate_judge, format_judge_summary
 
-    cfg = _config(config_path, **_base_overrides(bootstrap, seed, dtype, batch_size),
+    cfg = _config(config_path, sets, **_base_overrides(bootstrap, seed, dtype, batch_size),
                   **{"judge.generation.max_tokens": max_tokens, "judge.mode": judge_mode,
                      "judge.engine.kind": "endpoint" if judge_url else judge_engine,
                      "judge.engine.endpoint.base_url": judge_url})

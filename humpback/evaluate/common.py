@@ -12,7 +12,7 @@ import hashlib
 import json
 import logging
 import math
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,7 +23,7 @@ from pydantic import Field
 from ..config import EngineConfig, StrictModel
 from ..model_step import ChunkStore, run_chunks
 from ..progress import Meter
-from ..records import RecordError, iter_jsonl, read_parquet_file, write_json
+from ..records import RecordError, read_records, write_json
 from ..shards import stable_id
 
 log = logging.getLogger("humpback.eval")
@@ -50,40 +50,6 @@ def is_run_dir(path: str | Path) -> bool:
     """A ``humpback run`` / quickstart directory (as opposed to a folder of pair shards)."""
     p = Path(path)
     return p.is_dir() and any((p / name).exists() for name in ("seed.parquet", "manifest.json", "curate", "augment"))
-
-
-def data_files(path: str | Path) -> list[Path]:
-    """Parquet and JSONL files of a file or folder (recursively, hidden/temporary files and .work skipped)."""
-    p = Path(path)
-    if not p.exists():
-        raise FileNotFoundError(f"{p}: no such file or folder")
-    if p.is_file():
-        if not p.name.endswith((".parquet", ".jsonl", ".jsonl.gz", ".json")):
-            raise RecordError(f"{p}: expected a .parquet or .jsonl file")
-        return [p]
-    files = [f for f in p.rglob("*") if f.is_file() and f.name.endswith((".parquet", ".jsonl", ".jsonl.gz"))
-             and not any(part.startswith(".") for part in f.relative_to(p).parts)]
-    if not files:
-        raise FileNotFoundError(f"{p}: no .parquet or .jsonl files in this folder")
-    return sorted(files)
-
-
-def iter_records(path: Path) -> Iterable[tuple[int, dict[str, Any]]]:
-    """(1-based row/line number, record) of one Parquet or JSONL file."""
-    if path.name.endswith(".parquet"):
-        for i, row in enumerate(read_parquet_file(path).to_pylist(), start=1):
-            yield i, row
-        return
-    if path.suffix == ".json":  # a JSON array of records (AlpacaEval's own format) or JSON lines
-        text = path.read_text(encoding="utf-8").lstrip()
-        if text.startswith("["):
-            data = json.loads(text)
-            for i, row in enumerate(data, start=1):
-                if not isinstance(row, dict):
-                    raise RecordError(f"{path}: item {i}: expected a JSON object, got {type(row).__name__}")
-                yield i, row
-            return
-    yield from iter_jsonl(path)
 
 
 def _pick(row: dict, keys: Sequence[str]) -> str | None:
@@ -116,20 +82,20 @@ def load_items(path: str | Path, need_output: bool, instruction_keys: Sequence[s
     names the file, the row and the keys tried: evaluation data is small and hand-picked, so nothing is skipped.
     """
     items: list[Item] = []
-    for f in data_files(path):
-        for line, row in iter_records(f):
-            ikey = _pick(row, instruction_keys)
-            if ikey is None:
-                raise RecordError(f"{f}:{line}: no instruction text; tried fields {list(instruction_keys)} "
-                                  f"(record has {sorted(row)})")
-            okey = _pick(row, output_keys)
-            if need_output and okey is None:
-                raise RecordError(f"{f}:{line}: no output text; tried fields {list(output_keys)} "
-                                  f"(record has {sorted(row)})")
-            idkey = next((k for k in ID_KEYS if row.get(k) not in (None, "")), None)
-            output = row[okey] if okey else None
-            item_id = str(row[idkey]) if idkey else stable_id(row[ikey], output or "")
-            items.append(Item(item_id, row[ikey], output, str(f), line))
+    for where, row in read_records(path):
+        f, line = where.file, where.number
+        ikey = _pick(row, instruction_keys)
+        if ikey is None:
+            raise RecordError(f"{f}:{line}: no instruction text; tried fields {list(instruction_keys)} "
+                              f"(record has {sorted(row)})")
+        okey = _pick(row, output_keys)
+        if need_output and okey is None:
+            raise RecordError(f"{f}:{line}: no output text; tried fields {list(output_keys)} "
+                              f"(record has {sorted(row)})")
+        idkey = next((k for k in ID_KEYS if row.get(k) not in (None, "")), None)
+        output = row[okey] if okey else None
+        item_id = str(row[idkey]) if idkey else stable_id(row[ikey], output or "")
+        items.append(Item(item_id, row[ikey], output, str(f), line))
     if not items:
         raise RecordError(f"{path}: no records")
     return items
@@ -175,7 +141,7 @@ def unique_labels(refs: Sequence[str]) -> list[str]:
 def auroc(positives: Sequence[float | None], negatives: Sequence[float | None]) -> float | None:
     """P(positive > negative) with ties counted half (Mann-Whitney U from ranks); None values left out.
 
-    Same value as :func:`humpback.scorers.auroc`, in O(n log n), so bootstrap resampling stays cheap.
+    Ranks rather than all pairs (O(n log n)), so bootstrap resampling stays cheap.
     """
     from scipy.stats import rankdata
 

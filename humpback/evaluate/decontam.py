@@ -26,9 +26,9 @@ from datatrove.utils.text import ngrams, simplify_text
 from pydantic import Field
 
 from ..config import StrictModel
-from ..records import RecordError, write_json, write_jsonl
+from ..records import RecordError, record_files, write_json, write_jsonl
 from ..progress import Meter
-from .common import data_files, is_run_dir, load_items
+from .common import is_run_dir, load_items
 from .diversity import discover_sets
 
 log = logging.getLogger("humpback.eval")
@@ -92,7 +92,7 @@ class EvalIndex:
 def build_index(against: Sequence[str | Path], cfg: DecontamConfig) -> EvalIndex:
     index = EvalIndex(cfg)
     for src in against:
-        files = data_files(src)
+        files = record_files(src)
         for item in load_items(src, need_output=False):
             info = {"eval_file": item.file, "eval_line": item.line, "eval_id": item.id}
             index.add(item.instruction, {**info, "eval_field": "prompt", "eval_text": item.instruction})

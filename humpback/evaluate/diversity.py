@@ -26,10 +26,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ..records import RecordError
+from ..records import RecordError, record_files
 from .common import (
     EvalConfig,
-    data_files,
     is_run_dir,
     load_items,
     pyplot,
@@ -237,7 +236,7 @@ def discover_sets(paths: Sequence[str | Path | tuple[str, str | Path]]) -> list[
 
 def _has_rows(path: Path) -> bool:
     try:
-        data_files(path)
+        record_files(path)
         return True
     except FileNotFoundError:
         return False

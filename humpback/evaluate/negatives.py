@@ -148,17 +148,16 @@ def read_corpus_segments(path: str, limit: int = 20000, seed: int = 0) -> list[s
     """Segment texts of a `humpback prepare` output (its segments/), a segments folder or a JSONL/Parquet file."""
     from pathlib import Path
 
-    from .common import data_files, iter_records
+    from ..records import read_records
 
     p = Path(path)
     if (p / "segments").is_dir():
         p = p / "segments"
     texts = []
-    for f in data_files(p):
-        for _, row in iter_records(f):
-            t = row.get("text") or row.get("output")
-            if isinstance(t, str) and t.strip():
-                texts.append(t)
+    for _, row in read_records(p):
+        t = row.get("text") or row.get("output")
+        if isinstance(t, str) and t.strip():
+            texts.append(t)
     if len(texts) > limit:
         rng = np.random.default_rng(seed)
         texts = [texts[int(i)] for i in sorted(rng.choice(len(texts), size=limit, replace=False))]

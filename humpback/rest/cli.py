@@ -27,7 +27,9 @@ def _print_rows(rows, k) -> None:
 @click.option("--from", "start", default=None, help="Re-run this stage and every stage after it.")
 @click.option("--until", default=None, help="Stop after this stage (e.g. eval_0, estep_1).")
 @click.option("--iterations", type=int, default=None, help="Override the number of iterations.")
-def rest_cmd(config_path, run_dir, start, until, iterations) -> None:
+@click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
+              help="Set a config key, e.g. --set mstep.epochs=2 (value read as YAML; repeatable).")
+def rest_cmd(config_path, run_dir, start, until, iterations, sets) -> None:
     """ReST-EM self-training with a verifiable reward, from one YAML CONFIG (resumable).
 
     E-step: sample solutions from the current model and keep those the reward accepts; M-step: fine-tune
@@ -35,11 +37,12 @@ def rest_cmd(config_path, run_dir, start, until, iterations) -> None:
     """
     from ..runs import RunError
     from ..training import TrainingError
-    from .config import load_rest_config
+    from ..config import with_set_options
+    from .config import RestConfig, load_rest_config
     from .loop import run_rest, stage_order
     from .sampling import SamplingError
 
-    config = load_rest_config(config_path, {"iterations": iterations})
+    config = load_rest_config(config_path, with_set_options(RestConfig, sets, {"iterations": iterations}))
     try:
         result = run_rest(config, run_dir, config_source=str(config_path), start=start, until=until)
     except (RunError, TrainingError, SamplingError, FileExistsError) as e:

@@ -13,7 +13,7 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from ..config import ConfigError, EngineConfig, StrictModel, load_yaml, validate_config
+from ..config import ConfigError, EngineConfig, StrictModel, apply_overrides, load_yaml, validate_config
 from ..models import DEFAULT_MODEL
 from ..training.config import TrainConfig
 from .wordproblems import LEVELS
@@ -140,15 +140,7 @@ class RestConfig(StrictModel):
 
 
 def load_rest_config(path: str | os.PathLike | None, overrides: dict[str, Any] | None = None) -> RestConfig:
-    data = load_yaml(path) if path else {}
-    for key, value in (overrides or {}).items():
-        if value is None:
-            continue
-        cur = data
-        parts = key.split(".")
-        for part in parts[:-1]:
-            cur = cur.setdefault(part, {})
-        cur[parts[-1]] = value
+    data = apply_overrides(load_yaml(path) if path else {}, overrides, str(path) if path else "<config>")
     if "problems" not in data:
         raise ConfigError(f"{path or '<config>'}: problems: missing (path, train + heldout, or generate)")
     return validate_config(RestConfig, data, source=str(path) if path else "<config>")

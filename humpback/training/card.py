@@ -142,7 +142,7 @@ def render_model_card(summary: dict[str, Any]) -> str:
         lines += [
             "```python",
             "from humpback.engines import GenerationRequest, make_engine",
-            "from humpback.train import forward_messages",
+            "from humpback.training import forward_messages",
             "",
             f"engine = make_engine({summary['output_name']!r})",
             'messages = forward_messages("<an instruction>", tag="both")  # S_a + S_w, the paper\'s best',

@@ -11,11 +11,11 @@ import os
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Optional, Sequence
+from typing import Any, Iterable, Iterator, Optional, Sequence
 
 
 from ..prompts import render
-from ..records import RecordError, iter_jsonl, parquet_schema, read_parquet_file
+from ..records import RecordError, parquet_schema, read_records, record_files, record_format
 from .config import SEED_TAG, WEB_TAG
 
 BACKWARD_TEMPLATE = "backward_train"
@@ -57,40 +57,16 @@ def forward_messages(
 # ---------------------------------------------------------------------------------------------- reading
 
 
-def _jsonl_files(path: Path) -> list[Path]:
-    return sorted(f for f in path.rglob("*.jsonl") if not f.name.startswith("."))
-
-
-def input_files(path: str | os.PathLike) -> list[Path]:
-    """The Parquet and JSONL files of a file or folder (recursively; hidden and temporary files skipped)."""
-    p = Path(path)
-    if not p.exists():
-        raise FileNotFoundError(f"{p}: no such file or folder")
-    if p.is_file():
-        if p.suffix not in (".parquet", ".jsonl", ".json"):
-            raise RecordError(f"{p}: expected a .parquet or .jsonl file")
-        return [p]
-    files = sorted(f for f in p.rglob("*.parquet") if not f.name.startswith(".")) + _jsonl_files(p)
-    if not files:
-        raise FileNotFoundError(f"{p}: no .parquet or .jsonl files in this folder")
-    return files
-
-
-def _read_jsonl(path: Path) -> list[dict[str, Any]]:
-    return [row for _, row in iter_jsonl(path)]
-
-
 def read_pairs(path: Path, columns: Sequence[str], optional: Sequence[str] = ()) -> tuple[list[dict], set[str]]:
     """Rows of one file with ``columns`` (required) and whichever ``optional`` columns it has."""
-    if path.suffix == ".parquet":
+    if record_format(path) == "parquet":
         names = set(parquet_schema(path).names)
         missing = [c for c in columns if c not in names]
         if missing:
             raise RecordError(f"{path}: missing column(s) {missing}")
         present = [c for c in optional if c in names]
-        rows = read_parquet_file(path, columns=list(columns) + present).to_pylist()
-        return rows, set(present)
-    rows = _read_jsonl(path)
+        return [row for _, row in read_records(path, columns=list(columns) + present)], set(present)
+    rows = [row for _, row in read_records(path)]
     present = {c for c in optional if any(c in r for r in rows)}
     for i, row in enumerate(rows, 1):
         missing = [c for c in columns if c not in row]
@@ -101,6 +77,17 @@ def read_pairs(path: Path, columns: Sequence[str], optional: Sequence[str] = ())
 
 def _clean(value: Any) -> str:
     return value.strip() if isinstance(value, str) else ""
+
+
+def _with_text(rows: Iterable[dict], st: SourceStats) -> Iterator[tuple[dict, str, str]]:
+    """(row, instruction, output) of the rows whose instruction and output are non-empty text; the others are
+    counted in ``st.empty``."""
+    for row in rows:
+        instruction, output = _clean(row["instruction"]), _clean(row["output"])
+        if instruction and output:
+            yield row, instruction, output
+        else:
+            st.empty += 1
 
 
 @dataclass
@@ -145,15 +132,11 @@ def load_seed(paths: Iterable[str | os.PathLike]) -> tuple[list[dict], list[Sour
     pairs: list[dict] = []
     stats: list[SourceStats] = []
     for path in paths:
-        for f in input_files(path):
+        for f in record_files(path):
             rows, _ = read_pairs(f, ("instruction", "output"), ("source", "category"))
             st = SourceStats(ORIGIN_SEED, str(f), read=len(rows))
             by_source: Counter = Counter()
-            for row in rows:
-                instruction, output = _clean(row["instruction"]), _clean(row["output"])
-                if not instruction or not output:
-                    st.empty += 1
-                    continue
+            for row, instruction, output in _with_text(rows, st):
                 label = row.get("source") or row.get("category") or f.stem
                 by_source[str(label)] += 1
                 pairs.append({"instruction": instruction, "output": output, "source_index": len(stats)})
@@ -172,7 +155,7 @@ def load_augmented(
     pairs: list[dict] = []
     stats: list[SourceStats] = []
     for path in paths:
-        for f in input_files(path):
+        for f in record_files(path):
             rows, present = read_pairs(f, ("instruction", "output"), ("score",))
             if min_score is not None and "score" not in present:
                 raise RecordError(
@@ -181,11 +164,7 @@ def load_augmented(
                 )
             st = SourceStats(ORIGIN_AUGMENTED, str(f), read=len(rows))
             by_score: Counter = Counter()
-            for row in rows:
-                instruction, output = _clean(row["instruction"]), _clean(row["output"])
-                if not instruction or not output:
-                    st.empty += 1
-                    continue
+            for row, instruction, output in _with_text(rows, st):
                 score = row.get("score")
                 if min_score is not None and (score is None or score < min_score):
                     st.below_min_score += 1

@@ -17,7 +17,8 @@ from pathlib import Path
 
 from humpback.config import EngineConfig
 from humpback.engines.transformers_engine import TransformersEngine
-from humpback.scorers import SCORERS, ScorerConfig, auroc, shuffled_pairs
+from humpback.evaluate.common import auroc
+from humpback.scorers import SCORERS, ScorerConfig, shuffled_pairs
 from humpback.seed import BUILTIN_SEED_PATH
 
 REPO = Path(__file__).resolve().parents[2]

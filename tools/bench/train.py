@@ -38,7 +38,7 @@ REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
 from humpback.models import load_tokenizer, resolve
-from humpback.train import TrainConfig
+from humpback.training import TrainConfig
 from humpback.training.data import forward_examples
 from humpback.training.sft import _token_lengths, build_trainer
 
