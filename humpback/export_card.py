@@ -218,33 +218,13 @@ def _fig(f: Any) -> str:
 
 
 def _stage_rows(run: dict[str, Any]) -> list[list[Any]]:
+    from .stage_results import card_row  # it formats with this module's helpers
+
     rows = []
     for name, st in run["stages"].items():
-        r = st.get("result") or {}
-        if name == "prepare":
-            what = f"{count(r.get('documents_in'))} documents → {count(r.get('segments'))} segments"
-        elif name == "seed":
-            what = f"{count(r.get('written'))} seed pairs ({count(r.get('heldout'))} held out for evaluation)"
-        elif name == "eval-backward":
-            what = "; ".join(f"{md_text(s)}: acceptance {_fig(f.get('acceptance'))}, relevance AUROC "
-                             f"{_fig(f.get('relevance_auroc'))}" for s, f in (r.get("sets") or {}).items())
-            what = what or "no held-out pairs"
-        elif name == "augment":
-            what = (f"{count(r.get('pairs_written'))} candidate pairs kept of {count(r.get('pairs_generated'))} "
-                    "generated")
-        elif name.startswith("curate"):
-            auroc = r.get("auroc")
-            what = (f"{count(r.get('selected'))} of {count(r.get('scored'))} pairs with score ≥ "
-                    f"{g(r.get('min_score'))} ({md_text(r.get('scorer'))})"
-                    + (f"; self-check AUROC {num(auroc, 3)}" if auroc is not None else ""))
-        elif TRAINING.match(name):
-            what = (f"{count(r.get('examples'))} examples, {steps(r.get('steps'))}, loss "
-                    f"{num(r.get('first_loss'), 3)} → {num(r.get('final_loss'), 3)}")
-        elif name == "corpus":
-            what = f"{count(r.get('documents'))} documents"
-        else:
-            continue
-        rows.append([md_text(name), md_text(st.get("status")), num(st.get("seconds"), 1), what])
+        what = card_row(name, st.get("result"))
+        if what is not None:
+            rows.append([md_text(name), md_text(st.get("status")), num(st.get("seconds"), 1), what])
     return rows
 
 

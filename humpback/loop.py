@@ -31,8 +31,10 @@ from .curate import CurateConfig
 from .locks import locked, run_lock_path
 from .models import DEFAULT_MODEL
 from .records import read_table
-from .runs import Run
+from .runs import Run, Stage, StageContext
 from .seed import seed_source_path
+from .stage_results import (AugmentSummary, CorpusSummary, CurateSummary, EvalBackwardSummary, ExportSummary,
+                            PrepareSummary, SeedSummary, TrainSummary, describe, fig)
 from .training.config import TrainConfig
 
 log = logging.getLogger(__name__)
@@ -121,15 +123,6 @@ def load_run_config(path: str | os.PathLike, overrides: Optional[dict[str, Any]]
     return validate_config(RunConfig, apply_overrides(load_yaml(path), overrides, str(path)), source=str(path))
 
 
-def stage_names(rounds: int, export: bool = True, quickstart_corpus: bool = True,
-                eval_backward: bool = True) -> list[str]:
-    names = (["corpus"] if quickstart_corpus else []) + ["prepare", "seed", "backward"]
-    names += (["eval-backward"] if eval_backward else []) + ["augment", "m0"]
-    for r in range(1, rounds + 1):
-        names += [f"curate-r{r}", f"m{r}"]
-    return names + (["export"] if export else [])
-
-
 class Layout:
     def __init__(self, root: Path) -> None:
         self.root = root
@@ -182,14 +175,6 @@ def _check_inputs(cfg: RunConfig, source: str) -> None:
                           f"to the current directory, {Path.cwd()}; `builtin` is the seed shipped with humpback)")
 
 
-def _train_summary(result) -> dict[str, Any]:
-    s = result.summary
-    res = s.get("results", {})
-    return {"output": str(result.output), "skipped": result.skipped, "examples": s.get("data", {}).get("examples"),
-            "steps": res.get("global_step"), "first_loss": res.get("first_loss"),
-            "final_loss": res.get("final_loss")}
-
-
 def run_loop(config_path: str | os.PathLike, run_dir: Optional[str] = None, start: Optional[str] = None,
              until: Optional[str] = None, overrides: Optional[dict[str, Any]] = None) -> Run:
     """Run (or resume) the loop described by ``config_path``; returns the Run with its manifest."""
@@ -203,82 +188,75 @@ def run_loop(config_path: str | os.PathLike, run_dir: Optional[str] = None, star
 
 
 def _run_stages(cfg: RunConfig, root: Path, config_path: str, start: Optional[str], until: Optional[str]) -> Run:
-    lay = Layout(root)
-    order = stage_names(cfg.rounds, cfg.export.enabled, QUICKSTART_CORPUS in cfg.corpus.inputs,
-                        cfg.evaluate.backward)
-    run = Run(root, cfg.model_dump(mode="json"), kind="humpback", config_source=str(config_path), order=order)
+    stages = build_stages(cfg, Layout(root))
+    run = Run(root, cfg.model_dump(mode="json"), kind="humpback", config_source=str(config_path),
+              order=[st.name for st in stages])
     run.select(start, until)
-    run.describe = _describe
-    log.warning("run %s: %d stages -> %s", cfg.name, len(order), root)
+    log.warning("run %s: %d stages -> %s", cfg.name, len(stages), root)
+    run.walk(stages)
+    return run
 
-    def done(name: str) -> bool:
-        return run.reached_end(name)
 
-    # ------------------------------------------------------------------ corpus + prepare
+def build_stages(cfg: RunConfig, lay: Layout) -> list[Stage]:
+    """The loop as a table: corpus (quickstart only), prepare, seed, backward, eval-backward (if enabled),
+    augment, m0, then curate-rN / mN for each round, then export (if enabled); each names what it reads."""
+    stages: list[Stage] = []
     corpus_stage: list[str] = []
     if QUICKSTART_CORPUS in cfg.corpus.inputs:
-        def build_corpus() -> dict:
+        def build_corpus(ctx: StageContext) -> CorpusSummary:
             from .quickstart_corpus import build_quickstart_corpus
 
             report = build_quickstart_corpus(lay.corpus / "quickstart.jsonl")
             print(report.summary())
-            return {"documents": report.written, "chars": report.chars, "output": report.output}
+            return CorpusSummary(documents=report.written, chars=report.chars, output=report.output)
 
-        run.stage("corpus", build_corpus, params={"kind": QUICKSTART_CORPUS}, outputs=[lay.corpus])
+        stages.append(Stage("corpus", build_corpus, params={"kind": QUICKSTART_CORPUS}, outputs=[lay.corpus],
+                            result=CorpusSummary))
         corpus_stage = ["corpus"]
-        if done("corpus"):
-            return run
 
     inputs = _corpus_inputs(cfg, lay)
 
-    def prepare() -> dict:
+    def prepare(ctx: StageContext) -> PrepareSummary:
         from .corpus import run_prepare
 
         result = run_prepare(inputs, lay.prepared, config=cfg.prepare)
         print(result.summary())
-        return {"segments": result.num_segments, "documents_in": result.stats["documents"]["in"],
-                "quarantined": result.stats["documents"]["quarantined_total"],
-                "candidates": result.stats["segments"]["candidates"],
-                "dropped": result.stats["segments"]["dropped"]}
+        return PrepareSummary(segments=result.num_segments, documents_in=result.stats["documents"]["in"],
+                              quarantined=result.stats["documents"]["quarantined_total"],
+                              candidates=result.stats["segments"]["candidates"],
+                              dropped=result.stats["segments"]["dropped"])
 
-    run.stage("prepare", prepare, params=cfg.prepare.model_dump(mode="json"), inputs=inputs, after=corpus_stage,
-              outputs=[lay.prepared])
-    if done("prepare"):
-        return run
+    stages.append(Stage("prepare", prepare, params=cfg.prepare.model_dump(mode="json"), inputs=inputs,
+                        depends_on=corpus_stage, outputs=[lay.prepared], result=PrepareSummary))
 
-    # ------------------------------------------------------------------ seed
-    def seed() -> dict:
+    def seed(ctx: StageContext) -> SeedSummary:
         from .seed import import_seed
 
         lay.heldout.unlink(missing_ok=True)
         report = import_seed(cfg.seed.path, lay.seed, format=cfg.seed.format, lang=cfg.seed.lang,
                              heldout_fraction=cfg.seed.heldout_fraction, seed=cfg.seed.split_seed)
         print(report.summary())
-        return {"read": report.read, "written": report.written, "heldout": report.heldout,
-                "dropped": dict(report.dropped)}
+        return SeedSummary(read=report.read, written=report.written, heldout=report.heldout,
+                           dropped=dict(report.dropped))
 
-    run.stage("seed", seed, params=cfg.seed.model_dump(mode="json"), inputs=[seed_source_path(cfg.seed.path)],
-              outputs=[lay.seed, lay.heldout])
-    if done("seed"):
-        return run
-
-    # ------------------------------------------------------------------ backward model + augment
-    from .training import train_backward, train_forward
+    stages.append(Stage("seed", seed, params=cfg.seed.model_dump(mode="json"),
+                        inputs=[seed_source_path(cfg.seed.path)], outputs=[lay.seed, lay.heldout],
+                        result=SeedSummary))
 
     backward_cfg = cfg.training("backward")
 
-    def backward() -> dict:
-        return _train_summary(train_backward(str(lay.seed), lay.model("backward"), config=backward_cfg))
+    def backward(ctx: StageContext) -> TrainSummary:
+        from .training import train_backward
 
-    run.stage("backward", backward, params=backward_cfg.model_dump(mode="json"), after=["seed"],
-              outputs=[lay.model("backward")])
-    if done("backward"):
-        return run
+        return TrainSummary.of(train_backward(str(lay.seed), lay.model("backward"), config=backward_cfg))
+
+    stages.append(Stage("backward", backward, params=backward_cfg.model_dump(mode="json"), depends_on=["seed"],
+                        outputs=[lay.model("backward")], result=TrainSummary))
 
     if cfg.evaluate.backward:
         sets = {"seed-heldout": str(lay.heldout), **{Path(h).stem: h for h in cfg.evaluate.heldout}}
 
-        def eval_backward() -> dict:
+        def eval_backward(ctx: StageContext) -> EvalBackwardSummary:
             from .evaluate.backward import BackwardEvalConfig, evaluate_backward, format_backward_table
             from .evaluate.common import EvalConfig
 
@@ -297,80 +275,69 @@ def _run_stages(cfg: RunConfig, root: Path, config_path: str, start: Optional[st
                 results[name] = {m: summary[m] for m in ("acceptance", "relevance_auroc", "relevance_auroc_human",
                                                          "recovery", "similarity")} | {
                     "n": summary["n"], "k": summary["k"], "output": str(lay.eval / "backward" / name)}
-            return {"sets": results}
+            return EvalBackwardSummary(sets=results)
 
-        run.stage("eval-backward", eval_backward, params=cfg.augment.model_dump(mode="json") | {
-            "evaluate": cfg.evaluate.model_dump(mode="json")}, inputs=cfg.evaluate.heldout, after=["seed", "backward"],
-            outputs=[lay.eval / "backward"])
-        if done("eval-backward"):
-            return run
+        stages.append(Stage("eval-backward", eval_backward, params=cfg.augment.model_dump(mode="json") | {
+            "evaluate": cfg.evaluate.model_dump(mode="json")}, inputs=cfg.evaluate.heldout,
+            depends_on=["seed", "backward"], outputs=[lay.eval / "backward"], result=EvalBackwardSummary))
 
-    def augment() -> dict:
+    def augment(ctx: StageContext) -> AugmentSummary:
         from .augment import run_augment
 
         stats = run_augment(str(lay.prepared), str(lay.model("backward")), str(lay.augment), cfg.augment)
         print(f"pairs written {stats['pairs_written']} of {stats['pairs_generated']} generated; "
               f"dropped {stats['dropped']}")
-        return {k: stats[k] for k in ("segments_in", "pairs_generated", "pairs_written", "dropped")}
+        return AugmentSummary(**{k: stats[k] for k in ("segments_in", "pairs_generated", "pairs_written",
+                                                       "dropped")})
 
-    run.stage("augment", augment, params=cfg.augment.model_dump(mode="json"), after=["prepare", "backward"],
-              outputs=[lay.augment])
-    if done("augment"):
-        return run
+    stages.append(Stage("augment", augment, params=cfg.augment.model_dump(mode="json"),
+                        depends_on=["prepare", "backward"], outputs=[lay.augment], result=AugmentSummary))
 
-    # ------------------------------------------------------------------ M0, then curate → train rounds
+    # M0, then curate -> train rounds: round r is scored by m(r-1), and m(r) trains on seed + its tier
     forward_cfg = cfg.training("forward")
 
     def forward(name: str, augmented: list[str]):
-        def _train() -> dict:
-            return _train_summary(train_forward(str(lay.seed), lay.model(name), augmented=augmented,
-                                                config=forward_cfg))
+        def _train(ctx: StageContext) -> TrainSummary:
+            from .training import train_forward
+
+            return TrainSummary.of(train_forward(str(lay.seed), lay.model(name), augmented=augmented,
+                                                 config=forward_cfg))
         return _train
 
-    run.stage("m0", forward("m0", []), params=forward_cfg.model_dump(mode="json"), after=["seed"],
-              outputs=[lay.model("m0")])
-    if done("m0"):
-        return run
-
-    for r in range(1, cfg.rounds + 1):
-        scorer_model = lay.model(f"m{r - 1}")
-        out = lay.curate(r)
-
-        def curate(scorer_model=scorer_model, out=out) -> dict:
+    def curate(scorer_model: Path, out: Path):
+        def _curate(ctx: StageContext) -> CurateSummary:
             from .curate import format_summary, run_curate
 
             stats = run_curate(str(lay.augment), str(scorer_model), str(out), cfg.curate)
             print(format_summary(stats))
-            chk = stats.get("self_check", {})
-            return {"scored": stats["pairs_scored"], "selected": stats["selected"], "tiers": stats["tiers"],
-                    "histogram": stats["histogram"], "null_scores": stats["null_scores"],
-                    "scorer": stats["scorer"], "model": stats["model"], "min_score": stats["min_score"],
-                    "auroc": chk.get("auroc"), "auroc_n": chk.get("n"), "warning": chk.get("warning"),
-                    "auroc_by_kind": {k: v["auroc"] for k, v in (chk.get("negatives") or {}).items()}}
+            return CurateSummary.of(stats)
+        return _curate
 
-        run.stage(f"curate-r{r}", curate, params=cfg.curate.model_dump(mode="json"),
-                  after=["augment", f"m{r - 1}"], outputs=[out])
-        if done(f"curate-r{r}"):
-            return run
-        run.stage(f"m{r}", forward(f"m{r}", [str(out / "curated")]), params=forward_cfg.model_dump(mode="json"),
-                  after=["seed", f"curate-r{r}"], outputs=[lay.model(f"m{r}")])
-        if done(f"m{r}"):
-            return run
+    stages.append(Stage("m0", forward("m0", []), params=forward_cfg.model_dump(mode="json"), depends_on=["seed"],
+                        outputs=[lay.model("m0")], result=TrainSummary))
+    for r in range(1, cfg.rounds + 1):
+        out = lay.curate(r)
+        stages.append(Stage(f"curate-r{r}", curate(lay.model(f"m{r - 1}"), out),
+                            params=cfg.curate.model_dump(mode="json"), depends_on=["augment", f"m{r - 1}"],
+                            outputs=[out], result=CurateSummary))
+        stages.append(Stage(f"m{r}", forward(f"m{r}", [str(out / "curated")]),
+                            params=forward_cfg.model_dump(mode="json"), depends_on=["seed", f"curate-r{r}"],
+                            outputs=[lay.model(f"m{r}")], result=TrainSummary))
 
-    # ------------------------------------------------------------------ export
     if cfg.export.enabled:
-        def export() -> dict:
+        def export(ctx: StageContext) -> ExportSummary:
             from .export import export_dataset
 
-            result = export_dataset(root, lay.export, min_score=cfg.export_min_score(),
+            result = export_dataset(lay.root, lay.export, min_score=cfg.export_min_score(),
                                     with_seed=cfg.export.with_seed, license=cfg.export.license,
                                     pretty_name=cfg.export.pretty_name or f"humpback {cfg.name}")
             print(result.summary())
-            return result.as_dict()
+            return ExportSummary(**result.as_dict())
 
-        run.stage("export", export, params=cfg.export.model_dump(mode="json") | {"min": cfg.export_min_score()},
-                  after=[f"curate-r{cfg.rounds}", f"m{cfg.rounds}"], outputs=[lay.export])
-    return run
+        stages.append(Stage("export", export, params=cfg.export.model_dump(mode="json") | {
+            "min": cfg.export_min_score()}, depends_on=[f"curate-r{cfg.rounds}", f"m{cfg.rounds}"],
+            outputs=[lay.export], result=ExportSummary))
+    return stages
 
 
 def format_run_summary(run: Run) -> str:
@@ -384,7 +351,7 @@ def format_run_summary(run: Run) -> str:
         secs = row["seconds"]
         total += secs or 0
         lines.append(f"{row['stage']:<12} {row['status']:<8} {secs if secs is not None else '-':>8}  "
-                     f"{_describe(row['stage'], rec.result if rec else {})}")
+                     f"{describe(row['stage'], rec.result if rec else {})}")
     lines.append(f"{'total':<12} {'':<8} {round(total, 1):>8}")
     warnings = [(name, rec.result.get("warning")) for name, rec in run.stages.items()
                 if rec.result.get("warning")]
@@ -393,13 +360,6 @@ def format_run_summary(run: Run) -> str:
     lines += _backward_figures(run) + _examples(run)
     lines += ["", *format_outputs(run)]
     return "\n".join(lines)
-
-
-def _fig(f: dict | None) -> str:
-    if not f or f.get("value") is None:
-        return "-"
-    ci = f.get("ci")
-    return f"{f['value']:.2f}" + (f" [{ci[0]:.2f}, {ci[1]:.2f}]" if ci else "")
 
 
 def _backward_figures(run: Run) -> list[str]:
@@ -411,8 +371,8 @@ def _backward_figures(run: Run) -> list[str]:
              f"  {'set':<16}{'n':>4}{'k':>3}  {'acceptance':<19}{'relevance AUROC':<19}{'(human)':<19}"
              f"{'recovery':<19}{'similarity':<19}"]
     for name, r in sets.items():
-        lines.append(f"  {name:<16}{r['n']:>4}{r['k']:>3}  {_fig(r['acceptance']):<19}{_fig(r['relevance_auroc']):<19}"
-                     f"{_fig(r['relevance_auroc_human']):<19}{_fig(r['recovery']):<19}{_fig(r['similarity']):<19}")
+        lines.append(f"  {name:<16}{r['n']:>4}{r['k']:>3}  {fig(r['acceptance']):<19}{fig(r['relevance_auroc']):<19}"
+                     f"{fig(r['relevance_auroc_human']):<19}{fig(r['recovery']):<19}{fig(r['similarity']):<19}")
     return lines
 
 
@@ -470,37 +430,4 @@ def format_outputs(run: Run) -> list[str]:
     return out
 
 
-def _describe(stage: str, r: dict) -> str:
-    if not r:
-        return ""
-    if stage == "prepare":
-        return (f"{r.get('documents_in')} documents -> {r.get('candidates')} candidate segments -> "
-                f"{r.get('segments')} kept")
-    if stage == "seed":
-        return f"{r.get('written')} seed pairs, {r.get('heldout')} held out"
-    if stage == "eval-backward":
-        sets = r.get("sets") or {}
-        return "; ".join(f"{name}: acceptance {_fig(f['acceptance'])}, relevance AUROC {_fig(f['relevance_auroc'])}"
-                         for name, f in sets.items()) or "no held-out pairs"
-    if stage == "augment":
-        return (f"{r.get('pairs_written')} pairs kept of {r.get('pairs_generated')} from {r.get('segments_in')} "
-                f"segments; dropped {r.get('dropped')}")
-    if stage.startswith("curate"):
-        auroc = r.get("auroc")
-        kinds = r.get("auroc_by_kind") or {"shuffled": auroc}
-        chk = (f"AUROC {', '.join(f'{k} ' + ('n/a' if v is None else f'{v:.3f}') for k, v in kinds.items())} "
-               f"(n={r.get('auroc_n')})" if auroc is not None else "self-check skipped")
-        return (f"{r.get('selected')} of {r.get('scored')} selected (score >= {r.get('min_score')}); "
-                f"tiers {r.get('tiers')}; {chk}")
-    if stage == "backward" or stage.startswith("m"):
-        loss = r.get("final_loss")
-        return (f"{r.get('examples')} examples, {r.get('steps')} steps, loss {r.get('first_loss') or 0:.3f} → "
-                f"{loss or 0:.3f}" if loss is not None else str(r.get("output")))
-    if stage == "export":
-        return f"{r.get('rows')} rows -> {r.get('output')}"
-    if stage == "corpus":
-        return f"{r.get('documents')} documents -> {r.get('output')}"
-    return ""
-
-
-__all__ = ["RunConfig", "load_run_config", "run_loop", "format_run_summary", "stage_names", "Layout"]
+__all__ = ["RunConfig", "load_run_config", "run_loop", "format_run_summary", "build_stages", "Layout"]

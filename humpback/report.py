@@ -28,9 +28,10 @@ from typing import Any, Iterable, Optional
 
 import pyarrow.parquet as pq
 
-from .loop import Layout, _describe, _fig
+from .loop import Layout
 from .records import atomic_path, parquet_files, read_json
 from .runs import MANIFEST, RunError, StageRecord
+from .stage_results import describe, fig
 
 OUTPUT_CHARS = 200  # start of each output shown in the pair table
 EXAMPLES_PER_REASON = 3
@@ -195,7 +196,7 @@ def _stage_table(view: RunView) -> str:
         drops = "; ".join(f"{k.replace('_', ' ')}: {_counts(result[k])}" for k in DROP_KEYS
                           if isinstance(result.get(k), dict) and result[k])
         try:
-            what = _describe(name, result)
+            what = describe(name, result)
         except (KeyError, TypeError, ValueError, AttributeError):
             # a result of another humpback version (or another kind of run): its raw figures beat no report
             what = json.dumps(result, default=str)[:300]
@@ -273,11 +274,11 @@ def _backward(view: RunView) -> str:
     rows, extra = [], []
     for f in files:
         s = read_json(f)
-        rows.append((f.parent.name, s.get("n"), s.get("k"), *(_fig(s.get(m)) for m in METRICS)))
+        rows.append((f.parent.name, s.get("n"), s.get("k"), *(fig(s.get(m)) for m in METRICS)))
         by_k = s.get("by_k") or {}
         if len(by_k) > 1:
             extra.append(f"<h4>{_e(f.parent.name)}: best-of-k' from the same samples</h4>" + _table(
-                ["k", *METRICS], ((k, *(_fig(v.get(m)) for m in METRICS)) for k, v in by_k.items()), "small"))
+                ["k", *METRICS], ((k, *(fig(v.get(m)) for m in METRICS)) for k, v in by_k.items()), "small"))
         if s.get("rejected"):
             extra.append(f"<p>{_e(f.parent.name)}: candidates rejected by reason: {_e(_counts(s['rejected']))}</p>")
         png = f.parent / "backward_eval.png"

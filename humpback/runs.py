@@ -7,6 +7,9 @@ input re-runs that stage and every stage after it. A stage interrupted by a kill
 fingerprint and resumes inside (training checkpoints, datatrove completion markers, chunk checkpoints); one
 whose fingerprint changed has its outputs removed first, because the stage functions refuse or misread
 leftovers of a different configuration.
+
+A loop is a table of `Stage` values (what each reads, writes and runs) that `Run.walk` goes through in order;
+that walk is the one place a stage is skipped, timed, shown and recorded.
 """
 
 from __future__ import annotations
@@ -22,7 +25,9 @@ from contextlib import ExitStack
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
-from typing import Any, Callable, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence, Union
+
+from pydantic import BaseModel, ConfigDict
 
 from . import console
 from .faults import fault_point
@@ -97,8 +102,57 @@ class StageRecord:
     error: Optional[str] = None
 
 
+class StageResult(BaseModel):
+    """What a stage returns and the manifest keeps (its ``result``); subclasses name their fields and say how
+    they read. Keys it does not name are kept as they are."""
+
+    model_config = ConfigDict(extra="allow", arbitrary_types_allowed=True)
+
+    @classmethod
+    def line(cls, stored: Optional[dict[str, Any]]) -> str:
+        """The terminal's line for a result as the manifest stores it ('' for none)."""
+        return cls.model_validate(stored).summary() if stored else ""
+
+    def summary(self) -> str:
+        """The stage's line in the terminal and the run summary."""
+        return ""
+
+    def card(self) -> Optional[str]:
+        """The stage's row text in the dataset card; None: the card does not list it."""
+        return None
+
+
+@dataclass
+class StageContext:
+    """What the stages of one walk see: the run and the stored results of the stages walked so far."""
+
+    run: Run
+    results: dict[str, dict[str, Any]] = field(default_factory=dict)
+    state: dict[str, Any] = field(default_factory=dict)  # a loop's own bookkeeping between its stages
+
+
+Params = Union[dict[str, Any], Callable[[StageContext], dict[str, Any]]]
+
+
+@dataclass
+class Stage:
+    """One stage of a run: up to date when it finished before with the same ``params``, the same fingerprints
+    of its ``inputs`` (paths outside the run) and the same finished stages in ``depends_on``, and its
+    ``outputs`` still exist. Values that are only known once earlier stages ran (the model a stage reads)
+    are functions of the context."""
+
+    name: str
+    run: Callable[[StageContext], Union[StageResult, dict[str, Any], None]]
+    params: Params
+    inputs: Sequence[str | os.PathLike] = ()
+    depends_on: Union[Sequence[str], Callable[[StageContext], Sequence[str]]] = ()
+    outputs: Sequence[str | os.PathLike] = ()
+    result: type[StageResult] = StageResult  # how its stored result reads back
+    skip: Optional[Callable[[StageContext], bool]] = None  # True: not walked at all (e.g. after an early stop)
+
+
 class Run:
-    """A run directory with a manifest; ``stage`` runs a step unless it is already up to date."""
+    """A run directory with a manifest; ``walk`` runs a table of stages, each unless it is already up to date."""
 
     def __init__(self, run_dir: str | os.PathLike, config: dict[str, Any], kind: str,
                  config_source: Optional[str] = None, order: Sequence[str] = ()) -> None:
@@ -120,8 +174,6 @@ class Run:
         self.forced: set[str] = set()
         self.until: Optional[str] = None
         self.timings: dict[str, float] = {}
-        # one line of a finished stage's result, for the terminal (humpback.loop sets its own)
-        self.describe: Callable[[str, dict[str, Any]], str] = lambda name, result: ""
         self.save()
 
     # ------------------------------------------------------------------------------------------ manifest
@@ -193,14 +245,27 @@ class Run:
         rec = self.stages.get(name)
         return bool(rec and rec.status == "done")
 
-    def stage(self, name: str, fn: Callable[[], dict[str, Any]], *, params: dict[str, Any],
-              inputs: Sequence[str | os.PathLike] = (), after: Sequence[str] = (),
-              outputs: Sequence[str | os.PathLike] = ()) -> dict[str, Any]:
-        """Run ``fn`` (returning a JSON-able result) unless stage ``name`` is up to date; return its result."""
-        input_fps = {self._key(p): fingerprint_path(p) for p in inputs}
+    def walk(self, stages: Sequence[Stage]) -> StageContext:
+        """Run the stages in order, each unless it is up to date, stopping after --until's stage; the context
+        holds every walked stage's stored result."""
+        ctx = StageContext(self)
+        for st in stages:
+            if st.skip is not None and st.skip(ctx):
+                continue
+            ctx.results[st.name] = self.stage(st, ctx)
+            if self.reached_end(st.name):
+                break
+        return ctx
+
+    def stage(self, st: Stage, ctx: StageContext) -> dict[str, Any]:
+        """Run stage ``st`` unless it is up to date; return its stored (JSON) result."""
+        name = st.name
+        params = st.params(ctx) if callable(st.params) else st.params
+        after = st.depends_on(ctx) if callable(st.depends_on) else st.depends_on
+        input_fps = {self._key(p): fingerprint_path(p) for p in st.inputs}
         fp = self.fingerprint(params, input_fps, after)
         rec = self.stages.get(name)
-        outs = [Path(o) for o in outputs]
+        outs = [Path(o) for o in st.outputs]
         fresh = (rec is not None and rec.status == "done" and rec.fingerprint == fp
                  and all(o.exists() for o in outs) and name not in self.forced)
         if fresh:
@@ -213,10 +278,11 @@ class Run:
         with ExitStack() as held:
             for o in outs:
                 held.enter_context(locked(output_lock_path(o), f"humpback {command} stage {name}"))
-            return self._run_stage(name, fn, rec, fp, input_fps, outs)
+            return self._run_stage(st, ctx, rec, fp, input_fps, outs)
 
-    def _run_stage(self, name: str, fn: Callable[[], dict[str, Any]], rec: Optional[StageRecord], fp: str,
+    def _run_stage(self, st: Stage, ctx: StageContext, rec: Optional[StageRecord], fp: str,
                    input_fps: dict[str, str], outs: list[Path]) -> dict[str, Any]:
+        name = st.name
         if rec is not None and (rec.fingerprint != fp or name in self.forced):
             # outputs of another configuration (or a forced re-run): remove them so nothing stale is reused
             for o in outs:
@@ -236,9 +302,11 @@ class Run:
         t0 = time.perf_counter()
         try:
             with console.stage(name, self.logs_dir / f"{name}.log") as shown:
-                result = fn() or {}
+                result = st.run(ctx) or {}
+                if isinstance(result, StageResult):
+                    result = result.model_dump()
                 try:
-                    shown.result = self.describe(name, json.loads(json.dumps(result, default=str)))
+                    shown.result = st.result.line(json.loads(json.dumps(result, default=str)))
                 except Exception as e:  # a summary line must never fail a finished stage
                     shown.result = f"({type(e).__name__} describing the result)"
         except BaseException as e:
@@ -279,4 +347,5 @@ def _remove(path: Path) -> None:
             shutil.rmtree(sibling) if sibling.is_dir() else sibling.unlink()
 
 
-__all__ = ["Run", "RunError", "StageRecord", "canonical_hash", "fingerprint_path", "package_versions"]
+__all__ = ["Run", "RunError", "Stage", "StageContext", "StageRecord", "StageResult", "canonical_hash",
+           "fingerprint_path", "package_versions"]

@@ -23,8 +23,9 @@ from humpback.cli import main
 from humpback.config import ConfigError
 from humpback.faults import ENV as FAULT_ENV
 from humpback.init import CONFIGS, STARTER
-from humpback.loop import load_run_config, run_loop
+from humpback.loop import Layout, RunConfig, build_stages, load_run_config, run_loop
 from humpback.records import parquet_files
+from humpback.stage_results import card_row, describe
 from runconfig import tiny_run_config
 
 REPO = Path(__file__).resolve().parent.parent
@@ -101,6 +102,29 @@ def test_from_and_until_select_stages(finished_run, tiny_model_dir):
     assert list(part.timings) == ["prepare", "seed"]
     with pytest.raises(Exception, match="unknown stage; stages are: prepare, seed"):
         run_loop(cfg, run_dir=str(tmp / "run-until"), until="nope")
+
+
+def test_the_loop_is_a_table_whose_stages_name_what_they_read(tmp_path):
+    stages = build_stages(RunConfig(rounds=2), Layout(tmp_path))
+    names = [st.name for st in stages]
+    assert names == ["corpus", "prepare", "seed", "backward", "eval-backward", "augment", "m0", "curate-r1", "m1",
+                     "curate-r2", "m2", "export"]
+    for i, st in enumerate(stages):  # what a scheduler chains jobs by: each reads only stages before it
+        assert set(st.depends_on) <= set(names[:i]), st.name
+    assert dict((st.name, list(st.depends_on)) for st in stages)["curate-r2"] == ["augment", "m1"]
+    cfg = RunConfig(rounds=1, corpus={"inputs": [str(tmp_path)]}, export={"enabled": False},
+                    evaluate={"backward": False})
+    assert [st.name for st in build_stages(cfg, Layout(tmp_path))] == ["prepare", "seed", "backward", "augment",
+                                                                       "m0", "curate-r1", "m1"]
+
+
+def test_a_stage_result_gives_both_its_summary_line_and_its_card_row():
+    r = {"scored": 5, "selected": 3, "tiers": {">=4": 3}, "scorer": "humpback", "min_score": 4, "auroc": 0.9,
+         "auroc_n": 10, "auroc_by_kind": {}}
+    assert describe("curate-r1", r) == "3 of 5 selected (score >= 4); tiers {'>=4': 3}; AUROC shuffled 0.900 (n=10)"
+    assert card_row("curate-r1", r) == "3 of 5 pairs with score ≥ 4 (humpback); self-check AUROC 0.900"
+    assert describe("m1", {"output": "models/m1"}) == "models/m1"  # no loss figures: where it is
+    assert describe("export", {}) == "" and card_row("export", {"rows": 3}) is None
 
 
 def test_unknown_key_and_missing_input_are_named(tmp_path, tiny_model_dir):

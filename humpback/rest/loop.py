@@ -21,14 +21,13 @@ import logging
 import os
 import shutil
 from dataclasses import dataclass, field
-from functools import partial
 from pathlib import Path
 from typing import Any
 
 from ..config import EngineConfig
 from ..locks import locked, run_lock_path
 from ..records import RecordError, write_json, write_jsonl
-from ..runs import Run
+from ..runs import Run, Stage, StageContext
 from ..training.config import OPERATIONAL_KEYS
 from .config import RestConfig
 from .metrics import markdown_table, plot_metrics
@@ -158,88 +157,118 @@ def run_rest(config: RestConfig, run_dir: str | os.PathLike | None = None, *, co
 
 def _run_rest(config: RestConfig, run_dir: Path, config_source: str | None, start: str | None, until: str | None,
               engine_factory: EngineFactory | None) -> RestResult:
-    order = stage_order(config.iterations)
-    run = Run(run_dir, config.model_dump(mode="json"), kind="rest", config_source=config_source, order=order)
+    stages = build_stages(config, run_dir, engine_factory)
+    run = Run(run_dir, config.model_dump(mode="json"), kind="rest", config_source=config_source,
+              order=[st.name for st in stages])
     run.select(start, until)
-    result = RestResult(run_dir)
+    ctx = run.walk(stages)
+    evals, esteps, msteps = _by_iteration(ctx.results)
+    result = RestResult(run_dir, report=ctx.results.get("report"))
+    last = next(reversed(ctx.results))
+    if last == "problems" and run.reached_end(last):
+        return result  # no model was evaluated yet
+    if last != "report" and run.reached_end(last):
+        # stopped by --until: the metric of an eval that ended the walk is not weighed yet
+        weighed = {i: e for i, e in evals.items() if last != f"eval_{i}" or i == 0}
+        return _finish(result, config, evals, esteps, msteps, _standing(config, weighed)[1], None)
+    _, best_iteration, stopped = _standing(config, evals)
+    return _finish(result, config, evals, esteps, msteps, best_iteration, stopped)
+
+
+def build_stages(config: RestConfig, run_dir: Path, engine_factory: EngineFactory | None = None) -> list[Stage]:
+    """problems, eval_0, then estep_i / mstep_i / eval_i per iteration (skipped after an early stop), report.
+    The policy an E-step samples from and the model an eval reads are the previous M-step's output."""
     reward = make_reward(config.reward.kind, config.reward.options)
     template = config.template_name()
     base = config.model
     common = {"template": template, "reward": config.reward.model_dump(mode="json"),
               "engine": _engine_params(config.engine)}
-
     pc = config.problems
-    inputs = [p for p in (pc.path, pc.train, pc.heldout) if p]
-    problems_dir = run.dir / "problems"
-    run.stage("problems", lambda: prepare_problems(config, reward, problems_dir),
-              params={"problems": pc.model_dump(mode="json"), "reward": common["reward"]}, inputs=inputs,
-              outputs=[problems_dir])
-    if run.reached_end("problems"):
-        return result
+    problems_dir = run_dir / "problems"
     train_path, held_path = problems_dir / "train.jsonl", problems_dir / "heldout.jsonl"
+    eval_params = {**common, "eval": config.eval.model_dump(mode="json")}
+    train = config.train_config()
+    train_params = {k: v for k, v in train.model_dump(mode="json").items() if k not in OPERATIONAL_KEYS}
 
     def evaluate(name: str, model: str, out: Path) -> dict[str, Any]:
         return run_eval(model, held_path, out, reward=reward, template=template, eval_config=config.eval,
                         engine_config=config.engine, label=name, engine_factory=engine_factory)
 
-    evals: dict[int, dict[str, Any]] = {}
-    esteps: dict[int, dict[str, Any]] = {}
-    msteps: dict[int, dict[str, Any]] = {}
-    evals[0] = run.stage("eval_0", lambda: evaluate("eval_0", base, run.dir / "eval_0"),
-                         params={**common, "model": base, "eval": config.eval.model_dump(mode="json")},
-                         after=["problems"], outputs=[run.dir / "eval_0"])
-    ran = ["problems", "eval_0"]
-    es = config.early_stop
-    best_metric = _metric(evals[0], es.metric)
-    best_iteration = 0
-    policy, policy_stage = base, None
-    stopped = None
-    if run.reached_end("eval_0"):
-        return _finish(result, config, evals, esteps, msteps, best_iteration, None)
+    def policy(ctx: StageContext, i: int) -> str:
+        """The model of M-step i (the base model for i = 0)."""
+        return base if i == 0 else ctx.results[f"mstep_{i}"]["model"]
+
+    def stopped_early(ctx: StageContext) -> bool:
+        stopped = _standing(config, _by_iteration(ctx.results)[0])[2]
+        if stopped is not None and not ctx.state.get("stop_logged"):
+            log.warning("early stop: %s", stopped)
+            ctx.state["stop_logged"] = True
+        return stopped is not None
+
+    stages = [
+        Stage("problems", lambda ctx: prepare_problems(config, reward, problems_dir),
+              params={"problems": pc.model_dump(mode="json"), "reward": common["reward"]},
+              inputs=[p for p in (pc.path, pc.train, pc.heldout) if p], outputs=[problems_dir]),
+        Stage("eval_0", lambda ctx: evaluate("eval_0", base, run_dir / "eval_0"),
+              params={**eval_params, "model": base}, depends_on=["problems"], outputs=[run_dir / "eval_0"])]
     for i in range(1, config.iterations + 1):
-        it = run.dir / f"iter_{i}"
-        name = f"estep_{i}"
-        esteps[i] = run.stage(
-            name, partial(run_estep, policy, train_path, it / "estep", reward=reward, template=template,
-                          sampling=config.estep, engine_config=config.engine, iteration=i,
-                          engine_factory=engine_factory),
-            params={**common, "policy": policy, "estep": config.estep.model_dump(mode="json"), "iteration": i},
-            after=["problems"] + ([policy_stage] if policy_stage else []), outputs=[it / "estep"])
-        ran.append(name)
-        if run.reached_end(name):
-            return _finish(result, config, evals, esteps, msteps, best_iteration, None)
-        name = f"mstep_{i}"
-        train = config.train_config()
-        train_params = {k: v for k, v in train.model_dump(mode="json").items() if k not in OPERATIONAL_KEYS}
-        msteps[i] = run.stage(
-            name, partial(run_mstep, it / "estep" / ACCEPTED, it / "model", base_model=base, train=train, iteration=i),
-            params={"base_model": base, "train": train_params}, after=[f"estep_{i}"], outputs=[it / "model"])
-        ran.append(name)
-        if run.reached_end(name):
-            return _finish(result, config, evals, esteps, msteps, best_iteration, None)
-        policy, policy_stage = msteps[i]["model"], name
-        name = f"eval_{i}"
-        evals[i] = run.stage(name, partial(evaluate, name, policy, it / "eval"),
-                             params={**common, "model": policy, "eval": config.eval.model_dump(mode="json")},
-                             after=["problems", f"mstep_{i}"], outputs=[it / "eval"])
-        ran.append(name)
-        if run.reached_end(name):
-            return _finish(result, config, evals, esteps, msteps, best_iteration, None)
+        it = run_dir / f"iter_{i}"
+        stages += [
+            Stage(f"estep_{i}", lambda ctx, i=i, it=it: run_estep(
+                policy(ctx, i - 1), train_path, it / "estep", reward=reward, template=template, sampling=config.estep,
+                engine_config=config.engine, iteration=i, engine_factory=engine_factory),
+                params=lambda ctx, i=i: {**common, "policy": policy(ctx, i - 1),
+                                         "estep": config.estep.model_dump(mode="json"), "iteration": i},
+                depends_on=["problems"] + ([f"mstep_{i - 1}"] if i > 1 else []), outputs=[it / "estep"],
+                skip=stopped_early),
+            Stage(f"mstep_{i}", lambda ctx, i=i, it=it: run_mstep(it / "estep" / ACCEPTED, it / "model",
+                                                                  base_model=base, train=train, iteration=i),
+                  params={"base_model": base, "train": train_params}, depends_on=[f"estep_{i}"],
+                  outputs=[it / "model"], skip=stopped_early),
+            Stage(f"eval_{i}", lambda ctx, i=i, it=it: evaluate(f"eval_{i}", policy(ctx, i), it / "eval"),
+                  params=lambda ctx, i=i: {**eval_params, "model": policy(ctx, i)},
+                  depends_on=["problems", f"mstep_{i}"], outputs=[it / "eval"], skip=stopped_early)]
+
+    def report(ctx: StageContext) -> dict[str, Any]:
+        evals, esteps, msteps = _by_iteration(ctx.results)
+        _, best, stopped = _standing(config, evals)
+        return write_report(run_dir / "report", config, evals, esteps, msteps, best, stopped)
+
+    def report_params(ctx: StageContext) -> dict[str, Any]:
+        _, best, stopped = _standing(config, _by_iteration(ctx.results)[0])
+        return {"stopped": stopped, "best": best}
+
+    # it reads every stage walked before it: those after an early stop are not
+    stages.append(Stage("report", report, params=report_params, depends_on=lambda ctx: list(ctx.results),
+                        outputs=[run_dir / "report"]))
+    return stages
+
+
+def _by_iteration(results: dict[str, dict[str, Any]]) -> tuple[dict[int, Any], dict[int, Any], dict[int, Any]]:
+    """The walked evals, E-steps and M-steps by iteration."""
+    out: tuple[dict[int, Any], dict[int, Any], dict[int, Any]] = ({}, {}, {})
+    for name, res in results.items():
+        kind, _, i = name.partition("_")
+        if kind in ("eval", "estep", "mstep"):
+            out[("eval", "estep", "mstep").index(kind)][int(i)] = res
+    return out
+
+
+def _standing(config: RestConfig, evals: dict[int, dict[str, Any]]) -> tuple[float | None, int, str | None]:
+    """(best metric, its iteration, why the loop stopped early or None) after the held-out evals so far."""
+    es = config.early_stop
+    best_metric, best_iteration = _metric(evals[0], es.metric), 0
+    for i in range(1, config.iterations + 1):
+        if i not in evals:
+            break
         metric = _metric(evals[i], es.metric)
         if _improved(metric, best_metric, es.min_delta):
             best_metric, best_iteration = metric, i
         elif es.enabled and i < config.iterations:
-            stopped = (f"held-out {es.metric} {metric:.3f} after iteration {i} did not beat the best so far "
-                       f"({best_metric:.3f}, iteration {best_iteration}) by more than {es.min_delta}")
-            log.warning("early stop: %s", stopped)
-            break
-
-    def report() -> dict[str, Any]:
-        return write_report(run.dir / "report", config, evals, esteps, msteps, best_iteration, stopped)
-
-    result.report = run.stage("report", report, params={"stopped": stopped, "best": best_iteration},
-                              after=ran, outputs=[run.dir / "report"])
-    return _finish(result, config, evals, esteps, msteps, best_iteration, stopped)
+            return best_metric, best_iteration, (
+                f"held-out {es.metric} {metric:.3f} after iteration {i} did not beat the best so far "
+                f"({best_metric:.3f}, iteration {best_iteration}) by more than {es.min_delta}")
+    return best_metric, best_iteration, None
 
 
 def metric_rows(evals, esteps, msteps) -> list[dict[str, Any]]:
@@ -295,4 +324,4 @@ def _finish(result: RestResult, config: RestConfig, evals, esteps, msteps, best_
     return result
 
 
-__all__ = ["RestResult", "metric_rows", "prepare_problems", "run_rest", "stage_order", "write_report"]
+__all__ = ["RestResult", "build_stages", "metric_rows", "prepare_problems", "run_rest", "stage_order", "write_report"]
