@@ -27,6 +27,7 @@ from humpback.train import (
     train_backward,
     train_forward,
 )
+from humpback.training.config import OPERATIONAL_KEYS
 from humpback.training.data import forward_examples, load_augmented, load_seed
 from humpback.training.sft import build_trainer
 
@@ -132,6 +133,42 @@ def test_config_rejects_unknown_keys(tmp_path):
     assert TrainConfig(micro_batch_size=5).micro_and_accumulation(8) == (4, 2)
     assert TrainConfig().micro_and_accumulation(8, "cpu") == (2, 4)
     assert TrainConfig().micro_and_accumulation(32, "cuda") == (8, 4)
+
+
+def test_sft_keys_are_checked_at_load(tmp_path):
+    import dataclasses
+
+    from trl import SFTConfig
+
+    from humpback.training.config import MANAGED_SFT_FIELDS
+
+    cfg = tmp_path / "train.yaml"
+    cfg.write_text("sft:\n  adam_beta2: 0.95\n  foo: 1\n")
+    with pytest.raises(ConfigError, match=r"(?m)^  sft\.foo: not a trl SFTConfig field$"):
+        load_config(TrainConfig, cfg)
+    cfg.write_text("sft:\n  learning_rate: 1.0e-4\n")
+    with pytest.raises(ConfigError, match=r"(?m)^  sft\.learning_rate: set by humpback; use learning_rate$"):
+        load_config(TrainConfig, cfg)
+    # the managed list names real SFTConfig fields (a renamed one would silently pass through otherwise)
+    assert set(MANAGED_SFT_FIELDS) <= {f.name for f in dataclasses.fields(SFTConfig)}
+
+
+def test_sft_keys_reach_the_trainer_and_the_fingerprint(tiny_model_dir, seed_file, tmp_path):
+    from humpback.training.sft import _fingerprint
+
+    examples = _examples(seed_file)
+    config = TrainConfig(sft={"adam_beta2": 0.95, "optim": "adamw_torch"}, **FAST)
+    trainer, _ = build_trainer(examples, resolve(tiny_model_dir), config, tmp_path / "ckpt")
+    assert trainer.args.adam_beta2 == 0.95 and trainer.args.optim == "adamw_torch"
+    assert trainer.args.learning_rate == 1e-5  # humpback's keys still set the rest
+    assert _fingerprint("backward", examples, config) != _fingerprint("backward", examples, TrainConfig(**FAST))
+    # an empty `sft:` leaves the config hash of trainings made before it existed unchanged (they still resume)
+    import hashlib
+
+    old = {k: v for k, v in TrainConfig(**FAST).model_dump(mode="json").items()
+           if k not in OPERATIONAL_KEYS and k != "sft"}
+    assert _fingerprint("backward", examples, TrainConfig(**FAST))["config_sha256"] == \
+        hashlib.sha256(json.dumps(old, sort_keys=True).encode()).hexdigest()
 
 
 def test_latest_checkpoint_skips_and_removes_interrupted_saves(tmp_path):
