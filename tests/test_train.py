@@ -246,6 +246,58 @@ def test_padding_free_loss_equals_padded_loss(tiny_model_dir, seed_file, tmp_pat
     assert losses["padding_free"] == pytest.approx(losses["padded"], rel=1e-4)
 
 
+def test_trl_internals_the_cpu_loss_uses_are_there(tiny_model_dir, seed_file, tmp_path):
+    """HumpbackSFTTrainer.compute_loss reaches into trl; on a trl that moved them this fails saying what."""
+    import inspect
+
+    import torch
+    import trl
+    from packaging.requirements import Requirement
+    from trl import SFTTrainer
+
+    problems = []
+    try:
+        import tomllib
+    except ModuleNotFoundError:  # Python 3.10: no range check, the internals below are checked all the same
+        tomllib = None
+    if tomllib is not None:
+        pyproject = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text())
+        pin = next(Requirement(r) for r in pyproject["project"]["dependencies"] if r.startswith("trl"))
+        if not pin.specifier.contains(trl.__version__):
+            problems.append(f"outside the pinned range {pin}")
+    try:
+        from trl.kernels.chunked_logprob import _use_triton
+
+        if list(inspect.signature(_use_triton).parameters) != ["device"]:
+            problems.append(f"trl.kernels.chunked_logprob._use_triton{inspect.signature(_use_triton)} is not (device)")
+    except ImportError as e:
+        problems.append(f"no trl.kernels.chunked_logprob._use_triton ({e})")
+    params = list(inspect.signature(SFTTrainer.compute_loss).parameters)
+    if params != ["self", "model", "inputs", "return_outputs", "num_items_in_batch"]:
+        problems.append(f"SFTTrainer.compute_loss takes {params}")
+    trainer, _ = build_trainer(_examples(seed_file), resolve(tiny_model_dir),
+                               TrainConfig(batching="padded", **FAST), tmp_path / "ckpt")
+    for name in ("_metrics", "_total_train_tokens", "aux_loss_enabled", "label_smoother", "compute_loss_func"):
+        if not hasattr(trainer, name):
+            problems.append(f"SFTTrainer has no attribute {name}")
+    assert not problems, (f"trl {trl.__version__} does not fit humpback's CPU loss (HumpbackSFTTrainer.compute_loss): "
+                          + "; ".join(problems))
+    assert trainer._compact_head_ok(trainer.model)  # on CPU the subclass's loss is the one in use
+    # ...and it is trl's own loss, with trl's own metrics: same batch, same weights, both ways
+    trainer.model.train()  # metrics (num_tokens) are kept for training batches; dropout is 0 here
+    batch = trainer.data_collator([trainer.train_dataset[i] for i in range(len(PAIRS))])
+    logged = {}
+    for name, loss_fn in (("humpback", trainer.compute_loss), ("trl", super(type(trainer), trainer).compute_loss)):
+        trainer._metrics["train"].clear()
+        trainer._total_train_tokens = 0
+        with torch.no_grad():
+            loss = loss_fn(trainer.model, dict(batch)).item()
+        logged[name] = {"loss": loss, **{k: v[-1] for k, v in trainer._metrics["train"].items()}}
+    assert set(logged["humpback"]) == set(logged["trl"]) >= {"loss", "entropy", "mean_token_accuracy", "num_tokens"}
+    for key, value in logged["trl"].items():
+        assert logged["humpback"][key] == pytest.approx(value, rel=1e-4), key
+
+
 # ------------------------------------------------------------------------------------------- training runs
 
 
