@@ -153,13 +153,26 @@ def test_sft_keys_are_checked_at_load(tmp_path):
     assert set(MANAGED_SFT_FIELDS) <= {f.name for f in dataclasses.fields(SFTConfig)}
 
 
-def test_sft_keys_reach_the_trainer_and_the_fingerprint(tiny_model_dir, seed_file, tmp_path):
+def test_sft_keys_reach_the_trainer_and_the_fingerprint(tiny_model_dir, seed_file, tmp_path, monkeypatch):
+    import trl
+
+    from humpback.training.config import MANAGED_SFT_FIELDS
     from humpback.training.sft import _fingerprint
 
+    passed = {}
+
+    class RecordingSFTConfig(trl.SFTConfig):
+        def __init__(self, **kwargs):
+            passed.update(kwargs)
+            super().__init__(**kwargs)
+
+    monkeypatch.setattr(trl, "SFTConfig", RecordingSFTConfig)
     examples = _examples(seed_file)
     config = TrainConfig(sft={"adam_beta2": 0.95, "optim": "adamw_torch"}, **FAST)
     trainer, _ = build_trainer(examples, resolve(tiny_model_dir), config, tmp_path / "ckpt")
     assert trainer.args.adam_beta2 == 0.95 and trainer.args.optim == "adamw_torch"
+    # every field humpback sets is refused under `sft:` (else it would collide as a duplicate keyword)
+    assert "output_dir" in passed and set(passed) - set(config.sft) <= set(MANAGED_SFT_FIELDS)
     assert trainer.args.learning_rate == 1e-5  # humpback's keys still set the rest
     assert _fingerprint("backward", examples, config) != _fingerprint("backward", examples, TrainConfig(**FAST))
     # an empty `sft:` leaves the config hash of trainings made before it existed unchanged (they still resume)

@@ -51,6 +51,7 @@ MANAGED_SFT_FIELDS = {
     "resume_from_checkpoint": "nothing: a rerun resumes from the newest complete checkpoint by itself",
     "report_to": "nothing: a data-engine run reports to no service",
     "disable_tqdm": "nothing: humpback logs one line per step",
+    "dataloader_num_workers": "nothing: humpback loads batches in the training process",
     "seed": "seed",
     "data_seed": "seed",
 }
