@@ -28,7 +28,9 @@ def _format_validation_error(err: ValidationError, source: str) -> str:
     lines = [f"{source}: invalid configuration"]
     for e in err.errors():
         key = ".".join(str(p) for p in e["loc"]) or "<root>"
-        if e["type"] == "extra_forbidden":
+        if "subkey" in (e.get("ctx") or {}):  # a key inside a free-form mapping (a PydanticCustomError's)
+            lines.append(f"  {key}.{e['ctx']['subkey']}: {e['msg']}")
+        elif e["type"] == "extra_forbidden":
             lines.append(f"  {key}: unknown key")
         else:
             got = e.get("input")

@@ -27,6 +27,7 @@ from humpback.training import (
     train_backward,
     train_forward,
 )
+from humpback.training.config import OPERATIONAL_KEYS
 from humpback.training.data import forward_examples, load_augmented, load_seed
 from humpback.training.sft import build_trainer
 
@@ -134,6 +135,55 @@ def test_config_rejects_unknown_keys(tmp_path):
     assert TrainConfig().micro_and_accumulation(32, "cuda") == (8, 4)
 
 
+def test_sft_keys_are_checked_at_load(tmp_path):
+    import dataclasses
+
+    from trl import SFTConfig
+
+    from humpback.training.config import MANAGED_SFT_FIELDS
+
+    cfg = tmp_path / "train.yaml"
+    cfg.write_text("sft:\n  adam_beta2: 0.95\n  foo: 1\n")
+    with pytest.raises(ConfigError, match=r"(?m)^  sft\.foo: not a trl SFTConfig field$"):
+        load_config(TrainConfig, cfg)
+    cfg.write_text("sft:\n  learning_rate: 1.0e-4\n")
+    with pytest.raises(ConfigError, match=r"(?m)^  sft\.learning_rate: set by humpback; use learning_rate$"):
+        load_config(TrainConfig, cfg)
+    # the managed list names real SFTConfig fields (a renamed one would silently pass through otherwise)
+    assert set(MANAGED_SFT_FIELDS) <= {f.name for f in dataclasses.fields(SFTConfig)}
+
+
+def test_sft_keys_reach_the_trainer_and_the_fingerprint(tiny_model_dir, seed_file, tmp_path, monkeypatch):
+    import trl
+
+    from humpback.training.config import MANAGED_SFT_FIELDS
+    from humpback.training.sft import _fingerprint
+
+    passed = {}
+
+    class RecordingSFTConfig(trl.SFTConfig):
+        def __init__(self, **kwargs):
+            passed.update(kwargs)
+            super().__init__(**kwargs)
+
+    monkeypatch.setattr(trl, "SFTConfig", RecordingSFTConfig)
+    examples = _examples(seed_file)
+    config = TrainConfig(sft={"adam_beta2": 0.95, "optim": "adamw_torch"}, **FAST)
+    trainer, _ = build_trainer(examples, resolve(tiny_model_dir), config, tmp_path / "ckpt")
+    assert trainer.args.adam_beta2 == 0.95 and trainer.args.optim == "adamw_torch"
+    # every field humpback sets is refused under `sft:` (else it would collide as a duplicate keyword)
+    assert "output_dir" in passed and set(passed) - set(config.sft) <= set(MANAGED_SFT_FIELDS)
+    assert trainer.args.learning_rate == 1e-5  # humpback's keys still set the rest
+    assert _fingerprint("backward", examples, config) != _fingerprint("backward", examples, TrainConfig(**FAST))
+    # an empty `sft:` leaves the config hash of trainings made before it existed unchanged (they still resume)
+    import hashlib
+
+    old = {k: v for k, v in TrainConfig(**FAST).model_dump(mode="json").items()
+           if k not in OPERATIONAL_KEYS and k != "sft"}
+    assert _fingerprint("backward", examples, TrainConfig(**FAST))["config_sha256"] == \
+        hashlib.sha256(json.dumps(old, sort_keys=True).encode()).hexdigest()
+
+
 def test_latest_checkpoint_skips_and_removes_interrupted_saves(tmp_path):
     from humpback.training.sft import _latest_checkpoint
 
@@ -207,6 +257,58 @@ def test_padding_free_loss_equals_padded_loss(tiny_model_dir, seed_file, tmp_pat
     assert losses["padded"] == pytest.approx(reference, rel=1e-4)
     # Flattened examples must not attend across their boundaries: the loss would differ.
     assert losses["padding_free"] == pytest.approx(losses["padded"], rel=1e-4)
+
+
+def test_trl_internals_the_cpu_loss_uses_are_there(tiny_model_dir, seed_file, tmp_path):
+    """HumpbackSFTTrainer.compute_loss reaches into trl; on a trl that moved them this fails saying what."""
+    import inspect
+
+    import torch
+    import trl
+    from packaging.requirements import Requirement
+    from trl import SFTTrainer
+
+    problems = []
+    try:
+        import tomllib
+    except ModuleNotFoundError:  # Python 3.10: no range check, the internals below are checked all the same
+        tomllib = None
+    if tomllib is not None:
+        pyproject = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text())
+        pin = next(Requirement(r) for r in pyproject["project"]["dependencies"] if r.startswith("trl"))
+        if not pin.specifier.contains(trl.__version__):
+            problems.append(f"outside the pinned range {pin}")
+    try:
+        from trl.kernels.chunked_logprob import _use_triton
+
+        if list(inspect.signature(_use_triton).parameters) != ["device"]:
+            problems.append(f"trl.kernels.chunked_logprob._use_triton{inspect.signature(_use_triton)} is not (device)")
+    except ImportError as e:
+        problems.append(f"no trl.kernels.chunked_logprob._use_triton ({e})")
+    params = list(inspect.signature(SFTTrainer.compute_loss).parameters)
+    if params != ["self", "model", "inputs", "return_outputs", "num_items_in_batch"]:
+        problems.append(f"SFTTrainer.compute_loss takes {params}")
+    trainer, _ = build_trainer(_examples(seed_file), resolve(tiny_model_dir),
+                               TrainConfig(batching="padded", **FAST), tmp_path / "ckpt")
+    for name in ("_metrics", "_total_train_tokens", "aux_loss_enabled", "label_smoother", "compute_loss_func"):
+        if not hasattr(trainer, name):
+            problems.append(f"SFTTrainer has no attribute {name}")
+    assert not problems, (f"trl {trl.__version__} does not fit humpback's CPU loss (HumpbackSFTTrainer.compute_loss): "
+                          + "; ".join(problems))
+    assert trainer._compact_head_ok(trainer.model)  # on CPU the subclass's loss is the one in use
+    # ...and it is trl's own loss, with trl's own metrics: same batch, same weights, both ways
+    trainer.model.train()  # metrics (num_tokens) are kept for training batches; dropout is 0 here
+    batch = trainer.data_collator([trainer.train_dataset[i] for i in range(len(PAIRS))])
+    logged = {}
+    for name, loss_fn in (("humpback", trainer.compute_loss), ("trl", super(type(trainer), trainer).compute_loss)):
+        trainer._metrics["train"].clear()
+        trainer._total_train_tokens = 0
+        with torch.no_grad():
+            loss = loss_fn(trainer.model, dict(batch)).item()
+        logged[name] = {"loss": loss, **{k: v[-1] for k, v in trainer._metrics["train"].items()}}
+    assert set(logged["humpback"]) == set(logged["trl"]) >= {"loss", "entropy", "mean_token_accuracy", "num_tokens"}
+    for key, value in logged["trl"].items():
+        assert logged["humpback"][key] == pytest.approx(value, rel=1e-4), key
 
 
 # ------------------------------------------------------------------------------------------- training runs

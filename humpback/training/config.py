@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Literal, Optional, Union
+from typing import Any, Literal, Optional, Union
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
+from pydantic_core import PydanticCustomError
 
 from ..config import StrictModel
 from ..models import DEFAULT_MODEL
@@ -15,6 +16,45 @@ WEB_TAG = "Answer with knowledge from web search."
 
 # Below this many training examples the paper uses batch 8, otherwise 32.
 SMALL_DATA_EXAMPLES = 3000
+
+# trl SFTConfig fields that humpback sets itself (sft.build_trainer), and what to set instead: a key under
+# `sft:` must not silently override them, nor be silently overridden.
+MANAGED_SFT_FIELDS = {
+    "output_dir": "the training's output folder (--output)",
+    "per_device_train_batch_size": "micro_batch_size",
+    "gradient_accumulation_steps": "batch_size and micro_batch_size",
+    "learning_rate": "learning_rate",
+    "lr_scheduler_type": "min_lr_ratio and warmup_ratio (humpback's own linear schedule)",
+    "lr_scheduler_kwargs": "min_lr_ratio and warmup_ratio (humpback's own linear schedule)",
+    "weight_decay": "weight_decay",
+    "warmup_steps": "warmup_ratio",
+    "max_grad_norm": "max_grad_norm",
+    "num_train_epochs": "epochs",
+    "max_steps": "max_steps",
+    "max_length": "max_length",
+    "packing": "batching",
+    "packing_strategy": "batching",
+    "padding_free": "batching",
+    "train_sampling_strategy": "batching and group_by_length",
+    "completion_only_loss": "nothing: humpback always trains on the completion only",
+    "model_init_kwargs": "dropout and attn_implementation (humpback loads the model itself)",
+    "bf16": "precision",
+    "fp16": "precision",
+    "use_cpu": "device",
+    "activation_checkpointing": "activation_checkpointing",
+    "gradient_checkpointing": "activation_checkpointing",
+    "logging_steps": "logging_steps",
+    "logging_first_step": "logging_steps",
+    "save_strategy": "save_steps",
+    "save_steps": "save_steps",
+    "save_total_limit": "save_total_limit",
+    "resume_from_checkpoint": "nothing: a rerun resumes from the newest complete checkpoint by itself",
+    "report_to": "nothing: a data-engine run reports to no service",
+    "disable_tqdm": "nothing: humpback logs one line per step",
+    "dataloader_num_workers": "nothing: humpback loads batches in the training process",
+    "seed": "seed",
+    "data_seed": "seed",
+}
 
 
 class LoraSettings(StrictModel):
@@ -79,6 +119,22 @@ class TrainConfig(StrictModel):
 
     lora: LoraSettings = Field(default_factory=LoraSettings)
 
+    # Any other trl SFTConfig field, passed through as given (e.g. optim, adam_beta2, torch_compile). Key
+    # names are checked here; values by trl when the trainer is built.
+    sft: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("sft")
+    @classmethod
+    def _sft_fields(cls, v: dict[str, Any]) -> dict[str, Any]:
+        for key in v:
+            if key in MANAGED_SFT_FIELDS:
+                raise PydanticCustomError("sft_managed", "set by humpback; use {instead}",
+                                          {"subkey": key, "instead": MANAGED_SFT_FIELDS[key]})
+        unknown = sorted(set(v) - sft_config_fields()) if v else []
+        if unknown:
+            raise PydanticCustomError("sft_unknown", "not a trl SFTConfig field", {"subkey": unknown[0]})
+        return v
+
     @model_validator(mode="after")
     def _check(self) -> TrainConfig:
         if self.tags and (not self.seed_tag.strip() or not self.web_tag.strip()):
@@ -103,6 +159,14 @@ class TrainConfig(StrictModel):
         while batch_size % micro:
             micro -= 1
         return micro, batch_size // micro
+
+
+def sft_config_fields() -> set[str]:
+    import dataclasses
+
+    from trl import SFTConfig  # only when `sft:` has keys: importing trl costs seconds
+
+    return {f.name for f in dataclasses.fields(SFTConfig) if f.init}
 
 
 # Keys that change how a run is executed or kept, not what it trains: a resumed or re-run training may

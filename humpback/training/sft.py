@@ -124,6 +124,8 @@ def _fingerprint(kind: str, examples: Sequence[Example], config: TrainConfig) ->
         data.update(json.dumps([ex.origin, ex.messages], ensure_ascii=False, sort_keys=True).encode())
         data.update(b"\n")
     cfg = {k: v for k, v in config.model_dump(mode="json").items() if k not in OPERATIONAL_KEYS}
+    if not cfg["sft"]:
+        del cfg["sft"]  # so that trainings from before `sft:` existed keep their fingerprint (and resume)
     cfg_hash = hashlib.sha256(json.dumps(cfg, sort_keys=True).encode()).hexdigest()
     return {"kind": kind, "data_sha256": data.hexdigest(), "config_sha256": cfg_hash, "examples": len(examples)}
 
@@ -409,6 +411,7 @@ def build_trainer(
         dataloader_num_workers=0,
         seed=config.seed,
         data_seed=config.seed,
+        **config.sft,  # never a field set above (TrainConfig refuses those)
     )
     peft_config = None
     if config.lora.enabled:

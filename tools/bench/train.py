@@ -3,6 +3,7 @@
     .venv/bin/python tools/bench/train.py                         # SmolLM2-135M, 32 mixed-length examples
     .venv/bin/python tools/bench/train.py --examples 64 --threads 2
     .venv/bin/python tools/bench/train.py --compare-head   # also trl's fused LM head (humpback replaces it on CPU)
+    .venv/bin/python tools/bench/train.py --model tiny --modes padded --compare-head   # tiny random Llama
 
 Modes, each built by humpback's own trainer (trl SFTTrainer, completion-only loss, fp32):
 
@@ -17,7 +18,8 @@ shared machine the load drifts over minutes and would otherwise favour whichever
 spell. A step here is forward + backward of one batch; the optimizer update is left out (it costs the
 same in every mode and would only change the weights the next mode sees). Tokens are real (non-pad)
 tokens, so padded batches are charged for their padding but not credited for it. One untimed batch per
-mode warms up first. Prints tokens/s per mode and the ratio of each to `padded`.
+mode warms up first. Prints tokens/s per mode and the ratio of each to `padded`; with `--compare-head`
+also the largest relative difference between the two losses of the same batch (same weights, same batches).
 """
 
 from __future__ import annotations
@@ -77,7 +79,8 @@ def batch_tokens(batch) -> int:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--model", default="smollm2-135m-instruct")
+    ap.add_argument("--model", default="smollm2-135m-instruct",
+                    help="alias, folder or HF id; `tiny`: a tiny random Llama with the SmolLM2 tokenizer")
     ap.add_argument("--examples", type=int, default=32)
     ap.add_argument("--batch", type=int, default=8, help="examples (packing: rows) per batch")
     ap.add_argument("--max-length", type=int, default=512, help="longer examples are dropped; packing row length")
@@ -97,7 +100,14 @@ def main() -> None:
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    resolved = resolve(args.model)
+    tmp_root = tempfile.TemporaryDirectory(prefix="bench-train-")
+    if args.model == "tiny":
+        from humpback.models import build_tiny_model
+
+        smollm2 = resolve("smollm2-135m-instruct").path
+        resolved = resolve(str(build_tiny_model(Path(tmp_root.name) / "tiny-llama", seed=0, tokenizer_from=smollm2)))
+    else:
+        resolved = resolve(args.model)
     tokenizer = load_tokenizer(resolved)
     candidates = forward_examples(load_pairs(args.examples * 3, args.seed), [], tags=True)
     lengths = _token_lengths(tokenizer, candidates)
@@ -122,7 +132,7 @@ def main() -> None:
             batches = list(trainer.get_train_dataloader())
             name = mode + (" (trl fused head)" if fused else "")
             state[name] = {"trainer": trainer, "batches": batches, "fused": fused, "tokens": 0, "seconds": 0.0,
-                           "steps": []}
+                           "steps": [], "losses": []}
 
         def step(s, batch) -> float:
             trainer = s["trainer"]
@@ -132,7 +142,9 @@ def main() -> None:
             loss = loss_fn(trainer.model, batch)
             loss.backward()
             trainer.model.zero_grad(set_to_none=True)
-            return time.perf_counter() - t0
+            seconds = time.perf_counter() - t0
+            s["losses"].append(loss.item())
+            return seconds
 
         for s in state.values():  # warm-up, untimed
             step(s, s["batches"][0])
@@ -155,6 +167,13 @@ def main() -> None:
         for name, s in state.items():
             if name != "padded":
                 print(f"ratio {name} / padded: {s['tps'] / state['padded']['tps']:.2f}x")
+    fused = state.get("padded (trl fused head)")
+    if fused and "padded" in state:  # same weights and batches (no optimizer step): the losses must agree
+        diff = max(abs(a - b) / max(abs(b), 1e-12) for a, b in zip(state["padded"]["losses"], fused["losses"]))
+        print(f"loss, humpback vs trl fused head: largest relative difference {diff:.2e} over "
+              f"{len(fused['losses'])} batches (first: {state['padded']['losses'][0]:.6f} vs "
+              f"{fused['losses'][0]:.6f})")
+    tmp_root.cleanup()
 
 
 if __name__ == "__main__":
