@@ -11,25 +11,25 @@ from pathlib import Path
 import click
 
 from . import __version__
-from .corpus.readers import CORPUS_FORMATS
+from .stages.prepare.readers import CORPUS_FORMATS
 from .engines import ENGINES
-from .locks import writes_output
-from .scorers import SCORERS
+from .core.locks import writes_output
+from .stages.scorers import SCORERS
 
 
 class _HumpbackGroup(click.Group):
     """Turns the library's expected errors into one clear line and exit code 2, not a traceback."""
 
     def invoke(self, ctx):
-        from .config import ConfigError
+        from .core.config import ConfigError
         from .engines.base import EngineCapabilityError
-        from .export import ExportError
-        from .locks import LockError
-        from .models import ModelResolutionError
-        from .prompts import PromptError
-        from .records import RecordError
-        from .runs import RunError
-        from .training.sft import TrainingError
+        from .stages.export import ExportError
+        from .core.locks import LockError
+        from .core.models import ModelResolutionError
+        from .core.prompts import PromptError
+        from .core.records import RecordError
+        from .core.runs import RunError
+        from .stages.train.sft import TrainingError
 
         try:
             return super().invoke(ctx)
@@ -68,7 +68,7 @@ def os_error_line(e: OSError) -> str:
 @click.pass_context
 def main(ctx: click.Context, verbose: int) -> None:
     """humpback: turn unlabeled text into instruction-tuning data (instruction backtranslation)."""
-    from . import console
+    from .core import console
 
     level = logging.WARNING if verbose == 0 else logging.INFO if verbose == 1 else logging.DEBUG
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -81,7 +81,7 @@ def main(ctx: click.Context, verbose: int) -> None:
 @click.option("--convert/--no-convert", default=False, help="Convert aliases that are not converted yet.")
 def models_cmd(convert: bool) -> None:
     """List model aliases and where each resolves."""
-    from . import models
+    from .core import models
 
     if convert:
         for name in models.ALIASES:
@@ -106,7 +106,7 @@ def models_cmd(convert: bool) -> None:
 def generate_cmd(text, model, template, temperature, top_p, max_tokens, n, seed) -> None:
     """Generate from MODEL for TEXT (or stdin) with the in-process engine."""
     from .engines import GenerationRequest, make_engine
-    from .prompts import render
+    from .core.prompts import render
 
     if text is None:
         text = sys.stdin.read()
@@ -130,11 +130,11 @@ def _set_option(f):
 
 
 def _quiet_stage(name: str, log_path):
-    from . import console
+    from .core import console
 
     return console.command(name, log_path)
 
-# --- seed (humpback.seed) ---
+# --- seed (humpback.stages.seed) ---
 
 @main.group("seed")
 def seed_group() -> None:
@@ -160,7 +160,7 @@ def seed_import_cmd(src, output, fmt, instruction_key, output_key, id_key, lang,
                     seed, source_name) -> None:
     """Import seed pairs from SRC (JSONL, Parquet, a saved HF dataset or the oasst1 export; `builtin`: the seed
     shipped with humpback)."""
-    from .seed import import_seed
+    from .stages.seed import import_seed
 
     report = import_seed(src, output, format=fmt, instruction_key=instruction_key, output_key=output_key,
                          lang=lang, id_key=id_key, split=split, heldout_fraction=heldout_fraction, seed=seed,
@@ -176,7 +176,7 @@ def seed_import_cmd(src, output, fmt, instruction_key, output_key, id_key, lang,
 @click.option("--category-key", default="category", show_default=True)
 def seed_stats_cmd(file, markdown, instruction_key, output_key, category_key) -> None:
     """Count, categories and word lengths of the pairs in FILE (`builtin`: the seed shipped with humpback)."""
-    from .seed import format_stats, seed_stats
+    from .stages.seed import format_stats, seed_stats
 
     click.echo(format_stats(seed_stats(file, instruction_key, output_key, category_key), markdown=markdown))
 
@@ -190,14 +190,14 @@ def seed_stats_cmd(file, markdown, instruction_key, output_key, category_key) ->
 @writes_output("output")
 def quickstart_corpus_cmd(output, min_chars, min_headings, include_rst) -> None:
     """Build the offline quickstart corpus from the READMEs of the installed Python packages."""
-    from .quickstart_corpus import build_quickstart_corpus
+    from .stages.prepare.quickstart import build_quickstart_corpus
 
     report = build_quickstart_corpus(output, min_chars=min_chars, min_headings=min_headings,
                                      include_rst=include_rst)
     click.echo(report.summary())
 
 
-# --- prepare (humpback.corpus) ---
+# --- prepare (humpback.stages.prepare) ---
 
 @main.command("prepare")
 @click.argument("inputs", nargs=-1, required=True, metavar="INPUT...")
@@ -215,11 +215,11 @@ def quickstart_corpus_cmd(output, min_chars, min_headings, include_rst) -> None:
 @writes_output("output")
 def prepare_cmd(inputs, output, config_path, fmt, text_key, lang, tasks, workers, limit, progress, sets) -> None:
     """Turn raw corpus files (JSONL, Parquet, WARC, HTML/markdown folders, saved datasets) into segments."""
-    from .config import with_set_options
-    from .corpus import run_prepare
-    from .corpus.config import PrepareConfig
-    from .corpus.pipeline import first_quarantined
-    from .records import RecordError
+    from .core.config import with_set_options
+    from .stages.prepare import run_prepare
+    from .stages.prepare.config import PrepareConfig
+    from .stages.prepare.pipeline import first_quarantined
+    from .core.records import RecordError
 
     with _quiet_stage("prepare", Path(output) / "logs" / "prepare.log"):
         result = run_prepare(list(inputs), output, config=config_path, overrides=with_set_options(PrepareConfig, sets, {
@@ -238,7 +238,7 @@ def prepare_cmd(inputs, output, config_path, fmt, text_key, lang, tasks, workers
                    f"{first_quarantined(result.output_dir)}", err=True)
 
 
-# --- train (humpback.training) ---
+# --- train (humpback.stages.train) ---
 
 
 @main.group("train")
@@ -263,8 +263,8 @@ def _train_options(f):
 
 
 def _train_config(config_path, max_steps, epochs, lora, sets, **extra):
-    from .config import load_config, with_set_options
-    from .training import TrainConfig
+    from .core.config import load_config, with_set_options
+    from .stages.train import TrainConfig
 
     overrides = {"max_steps": max_steps, "epochs": epochs, "lora.enabled": lora, **extra}
     return load_config(TrainConfig, config_path, with_set_options(TrainConfig, sets, overrides))
@@ -282,7 +282,7 @@ def _train_report(result) -> None:
 
 
 def _run_train(fn, *args, **kwargs):
-    from .training import TrainingError
+    from .stages.train import TrainingError
 
     output = Path(kwargs.get("output") or args[1])
     try:
@@ -299,7 +299,7 @@ def _run_train(fn, *args, **kwargs):
 @writes_output("output")
 def train_backward_cmd(seed_paths, base, output, config_path, max_steps, epochs, lora, sets) -> None:
     """Fine-tune M_yx on reversed seed pairs (prompt: the output, completion: the instruction)."""
-    from .training import train_backward
+    from .stages.train import train_backward
 
     config = _train_config(config_path, max_steps, epochs, lora, sets)
     _train_report(_run_train(train_backward, list(seed_paths), output, base=base, config=config))
@@ -315,19 +315,19 @@ def train_backward_cmd(seed_paths, base, output, config_path, max_steps, epochs,
 def train_forward_cmd(seed_paths, base, output, config_path, max_steps, epochs, lora, sets, augmented, min_score,
                       no_tags) -> None:
     """Fine-tune the forward model on seed (tag S_a) plus augmented (tag S_w) pairs, from the base model."""
-    from .training import train_forward
+    from .stages.train import train_forward
 
     config = _train_config(config_path, max_steps, epochs, lora, sets, min_score=min_score,
                            tags=False if no_tags else None)
     _train_report(_run_train(train_forward, list(seed_paths), output, augmented=list(augmented), base=base,
                              config=config))
 
-# --- augment / curate (humpback.augment, humpback.curate) ---
+# --- augment / curate (humpback.stages.augment, humpback.stages.curate) ---
 
 def _check_local_model(model: str, engine) -> None:
     """A model the transformers engine loads here must resolve now, not inside the stage's first task."""
     if engine.kind == "transformers":
-        from .models import resolve
+        from .core.models import resolve
 
         resolve(model)
 
@@ -357,8 +357,8 @@ def augment_cmd(input_path, model, output, config_path, max_segments, n, candida
 
     INPUT is a `humpback prepare` output folder, or a raw corpus (prepared first into OUTPUT/prepared).
     """
-    from .augment import AugmentConfig, load_augment_config, run_augment
-    from .config import with_set_options
+    from .stages.augment import AugmentConfig, load_augment_config, run_augment
+    from .core.config import with_set_options
 
     cfg = load_augment_config(config_path, **with_set_options(AugmentConfig, sets, {
         "max_segments": max_segments, "generation.n": n, "candidates": candidates,
@@ -399,8 +399,8 @@ def curate_cmd(pairs, model, output, scorer, min_score, config_path, engine, sel
 
     PAIRS is an augment output folder, or any JSONL/Parquet file or folder with instruction and output columns.
     """
-    from .config import with_set_options
-    from .curate import CurateConfig, format_summary, load_curate_config, run_curate
+    from .core.config import with_set_options
+    from .stages.curate import CurateConfig, format_summary, load_curate_config, run_curate
 
     cfg = load_curate_config(config_path, **with_set_options(CurateConfig, sets, {
         "scorer.kind": scorer, "min_score": min_score, "engine.kind": engine, "self_check_sample": self_check,
@@ -436,10 +436,10 @@ def run_cmd(config_path, run_dir, start, until, sets) -> None:
 
     Stages: corpus (quickstart only), prepare, seed, backward, augment, m0, curate-r1, m1, ... export.
     """
-    from .config import parse_set_options
+    from .core.config import parse_set_options
     from .loop import RunConfig, format_run_summary, run_loop
 
-    from .report import write_report
+    from .analysis.report import write_report
 
     run = run_loop(config_path, run_dir=run_dir, start=start, until=until,
                    overrides=parse_set_options(RunConfig, sets))
@@ -463,7 +463,7 @@ def run_cmd(config_path, run_dir, start, until, sets) -> None:
 def export_cmd(source, min_score, to_dir, to_hub, private, token_env, exclude, with_seed, license_,
                pretty_name) -> None:
     """Export the curated pairs of DIR (a run folder or a curate output) as a Hub-ready dataset."""
-    from .export import export_dataset, upload_to_hub
+    from .stages.export import export_dataset, upload_to_hub
 
     if not to_dir and not to_hub:
         raise click.UsageError("give --to-dir OUT, --to-hub REPO, or both")
@@ -471,7 +471,7 @@ def export_cmd(source, min_score, to_dir, to_hub, private, token_env, exclude, w
     if local is None:  # a Hub upload still goes through a local export, kept for a retry
         base = Path(source) if (Path(source) / "manifest.json").is_file() else Path(source).parent
         local = str(base / "export-hub" / to_hub.replace("/", "__"))
-    from .locks import command_name, locked, output_lock_path
+    from .core.locks import command_name, locked, output_lock_path
 
     with locked(output_lock_path(local), command_name()), \
             _quiet_stage("export", Path(local).with_name(Path(local).name + ".export.log")):
@@ -493,7 +493,7 @@ def stats_cmd(path, plot_png, as_json, top) -> None:
     scores or curated folder (or file, or a whole run folder)."""
     import json
 
-    from .stats import collect_stats, format_stats, plot_stats
+    from .analysis.stats import collect_stats, format_stats, plot_stats
 
     results = collect_stats(path, top=top)
     click.echo(json.dumps(results, indent=2) if as_json else format_stats(results))
@@ -501,14 +501,14 @@ def stats_cmd(path, plot_png, as_json, top) -> None:
         click.echo(f"plot: {plot_stats(path, plot_png)}")
 
 
-# --- report (humpback.report) ---
+# --- report (humpback.analysis.report) ---
 
 @main.command("report")
 @click.argument("run_dir", metavar="RUN")
 @click.option("--output", "-o", default=None, metavar="FILE.html", help="Where to write it (default RUN/report.html).")
 def report_cmd(run_dir, output) -> None:
     """One self-contained HTML page about RUN: stages, scores, self-checks, backward figures, every pair."""
-    from .report import write_report
+    from .analysis.report import write_report
 
     click.echo(write_report(run_dir, output))
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import yaml
 
 from . import __version__
-from .records import atomic_path
+from .core.records import atomic_path
 
 CONFIGS = Path(__file__).resolve().parent / "resources" / "configs"  # the shipped example configs
 STARTER = CONFIGS / "quickstart.yaml"

@@ -4,7 +4,7 @@ prepare → seed → train backward → augment → train M0 → curate with M0 
 → curate with M1 → train M2 … (``rounds`` rounds) → export. Each round fine-tunes from the base model and
 scores the same candidate pairs again with the newest model, as in the paper.
 
-RUN/ layout (every stage writes only its own folder; humpback.runs keeps RUN/manifest.json)::
+RUN/ layout (every stage writes only its own folder; humpback.core.runs keeps RUN/manifest.json)::
 
     corpus/quickstart.jsonl     the offline corpus, when corpus.inputs is [quickstart]
     prepared/                   segments/, stats.json, quarantine/       (humpback prepare)
@@ -24,18 +24,18 @@ from typing import Any, Literal, Optional
 
 from pydantic import Field, model_validator
 
-from .augment import AugmentConfig
-from .config import ConfigError, StrictModel, apply_overrides, load_yaml, validate_config
-from .corpus.config import PrepareConfig
-from .curate import CurateConfig
-from .locks import locked, run_lock_path
-from .models import DEFAULT_MODEL
-from .records import read_table
-from .runs import Run, Stage, StageContext
-from .seed import seed_source_path
-from .stage_results import (AugmentSummary, CorpusSummary, CurateSummary, EvalBackwardSummary, ExportSummary,
+from .stages.augment import AugmentConfig
+from .core.config import ConfigError, StrictModel, apply_overrides, load_yaml, validate_config
+from .stages.prepare.config import PrepareConfig
+from .stages.curate import CurateConfig
+from .core.locks import locked, run_lock_path
+from .core.models import DEFAULT_MODEL
+from .core.records import read_table
+from .core.runs import Run, Stage, StageContext
+from .stages.seed import seed_source_path
+from .core.results import (AugmentSummary, CorpusSummary, CurateSummary, EvalBackwardSummary, ExportSummary,
                             PrepareSummary, SeedSummary, TrainSummary, describe, fig)
-from .training.config import TrainConfig
+from .stages.train.config import TrainConfig
 
 log = logging.getLogger(__name__)
 
@@ -167,7 +167,7 @@ def _check_inputs(cfg: RunConfig, source: str) -> None:
     for i, item in enumerate(cfg.evaluate.heldout):
         if "://" not in item and not Path(item).exists():
             raise ConfigError(f"{source}: evaluate.heldout[{i}]: {item}: no such file or folder")
-    from .models import resolve
+    from .core.models import resolve
 
     resolve(cfg.base_model)  # every model of the run is trained from it, here
     if "://" not in cfg.seed.path and not seed_source_path(cfg.seed.path).exists():
@@ -204,7 +204,7 @@ def build_stages(cfg: RunConfig, lay: Layout) -> list[Stage]:
     corpus_stage: list[str] = []
     if QUICKSTART_CORPUS in cfg.corpus.inputs:
         def build_corpus(ctx: StageContext) -> CorpusSummary:
-            from .quickstart_corpus import build_quickstart_corpus
+            from .stages.prepare.quickstart import build_quickstart_corpus
 
             report = build_quickstart_corpus(lay.corpus / "quickstart.jsonl")
             print(report.summary())
@@ -217,7 +217,7 @@ def build_stages(cfg: RunConfig, lay: Layout) -> list[Stage]:
     inputs = _corpus_inputs(cfg, lay)
 
     def prepare(ctx: StageContext) -> PrepareSummary:
-        from .corpus import run_prepare
+        from .stages.prepare import run_prepare
 
         result = run_prepare(inputs, lay.prepared, config=cfg.prepare)
         print(result.summary())
@@ -230,7 +230,7 @@ def build_stages(cfg: RunConfig, lay: Layout) -> list[Stage]:
                         depends_on=corpus_stage, outputs=[lay.prepared], result=PrepareSummary))
 
     def seed(ctx: StageContext) -> SeedSummary:
-        from .seed import import_seed
+        from .stages.seed import import_seed
 
         lay.heldout.unlink(missing_ok=True)
         report = import_seed(cfg.seed.path, lay.seed, format=cfg.seed.format, lang=cfg.seed.lang,
@@ -246,7 +246,7 @@ def build_stages(cfg: RunConfig, lay: Layout) -> list[Stage]:
     backward_cfg = cfg.training("backward")
 
     def backward(ctx: StageContext) -> TrainSummary:
-        from .training import train_backward
+        from .stages.train import train_backward
 
         return TrainSummary.of(train_backward(str(lay.seed), lay.model("backward"), config=backward_cfg))
 
@@ -282,7 +282,7 @@ def build_stages(cfg: RunConfig, lay: Layout) -> list[Stage]:
             depends_on=["seed", "backward"], outputs=[lay.eval / "backward"], result=EvalBackwardSummary))
 
     def augment(ctx: StageContext) -> AugmentSummary:
-        from .augment import run_augment
+        from .stages.augment import run_augment
 
         stats = run_augment(str(lay.prepared), str(lay.model("backward")), str(lay.augment), cfg.augment)
         print(f"pairs written {stats['pairs_written']} of {stats['pairs_generated']} generated; "
@@ -298,7 +298,7 @@ def build_stages(cfg: RunConfig, lay: Layout) -> list[Stage]:
 
     def forward(name: str, augmented: list[str]):
         def _train(ctx: StageContext) -> TrainSummary:
-            from .training import train_forward
+            from .stages.train import train_forward
 
             return TrainSummary.of(train_forward(str(lay.seed), lay.model(name), augmented=augmented,
                                                  config=forward_cfg))
@@ -306,7 +306,7 @@ def build_stages(cfg: RunConfig, lay: Layout) -> list[Stage]:
 
     def curate(scorer_model: Path, out: Path):
         def _curate(ctx: StageContext) -> CurateSummary:
-            from .curate import format_summary, run_curate
+            from .stages.curate import format_summary, run_curate
 
             stats = run_curate(str(lay.augment), str(scorer_model), str(out), cfg.curate)
             print(format_summary(stats))
@@ -326,7 +326,7 @@ def build_stages(cfg: RunConfig, lay: Layout) -> list[Stage]:
 
     if cfg.export.enabled:
         def export(ctx: StageContext) -> ExportSummary:
-            from .export import export_dataset
+            from .stages.export import export_dataset
 
             result = export_dataset(lay.root, lay.export, min_score=cfg.export_min_score(),
                                     with_seed=cfg.export.with_seed, license=cfg.export.license,
@@ -381,7 +381,7 @@ def _examples(run: Run, n: int = 5) -> list[str]:
     lay = Layout(run.dir)
     if not run.is_done("augment") or not (lay.augment / "pairs").is_dir():
         return []
-    from .records import parquet_files
+    from .core.records import parquet_files
 
     rows = []
     for f in parquet_files(lay.augment / "pairs"):

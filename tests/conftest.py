@@ -14,7 +14,7 @@ import pytest  # noqa: E402
 @pytest.fixture(scope="session")
 def smollm2_dir() -> str:
     """The packaged SmolLM2-135M-Instruct, converted once into the humpback cache."""
-    from humpback.models import resolve
+    from humpback.core.models import resolve
 
     return resolve("smollm2-135m-instruct").path
 
@@ -22,7 +22,7 @@ def smollm2_dir() -> str:
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory, smollm2_dir) -> str:
     """A 2-layer random Llama (hidden 64) with the SmolLM2 tokenizer: loads and runs in well under a second."""
-    from humpback.models import build_tiny_model
+    from humpback.core.models import build_tiny_model
 
     return str(build_tiny_model(tmp_path_factory.mktemp("models") / "tiny-llama", seed=0,
                                 tokenizer_from=smollm2_dir))
@@ -30,7 +30,7 @@ def tiny_model_dir(tmp_path_factory, smollm2_dir) -> str:
 
 @pytest.fixture(scope="session")
 def tiny_engine(tiny_model_dir):
-    from humpback.config import EngineConfig
+    from humpback.core.config import EngineConfig
     from humpback.engines.transformers_engine import TransformersEngine
 
     return TransformersEngine(tiny_model_dir, EngineConfig(dtype="float32", progress=False))

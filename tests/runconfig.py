@@ -8,8 +8,8 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import yaml
 
-from humpback.records import parquet_files
-from humpback.seed import BUILTIN_SEED_PATH
+from humpback.core.records import parquet_files
+from humpback.stages.seed import BUILTIN_SEED_PATH
 
 REPO = Path(__file__).resolve().parent.parent
 # a random model writes no requests: the default filters would drop everything it writes
@@ -19,7 +19,7 @@ OPEN_FILTERS = {"request_patterns": [], "reject_patterns": [], "min_chars": 0, "
 def tiny_run_config(tmp: Path, tiny_model_dir: str, **changes) -> Path:
     corpus = tmp / "corpus.jsonl"
     if not corpus.exists():  # fixed once: the quickstart corpus follows the installed packages
-        from humpback.quickstart_corpus import build_quickstart_corpus
+        from humpback.stages.prepare.quickstart import build_quickstart_corpus
 
         build_quickstart_corpus(corpus)
     seed = tmp / "seed.jsonl"

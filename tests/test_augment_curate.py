@@ -8,12 +8,12 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from humpback import records
-from humpback.augment import AugmentConfig, PairFilter, PairFilterConfig, clean_instruction, run_augment
-from humpback.config import EngineConfig, GenerationConfig
-from humpback.curate import CurateConfig, run_curate
+from humpback.core import records
+from humpback.stages.augment import AugmentConfig, PairFilter, PairFilterConfig, clean_instruction, run_augment
+from humpback.core.config import EngineConfig, GenerationConfig
+from humpback.stages.curate import CurateConfig, run_curate
 from humpback.evaluate.common import auroc
-from humpback.scorers import (
+from humpback.stages.scorers import (
     PMIScorer,
     RubricGenerateScorer,
     RubricScorer,
@@ -22,7 +22,7 @@ from humpback.scorers import (
     pmi_to_scores,
     shuffled_pairs,
 )
-from humpback.seed import BUILTIN_SEED_PATH
+from humpback.stages.seed import BUILTIN_SEED_PATH
 
 FAST = EngineConfig(dtype="float32", progress=False, batch_size=8)
 

@@ -31,9 +31,9 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
-from humpback import faults, records
+from humpback.core import faults, records
 from humpback.cli import main
-from humpback.faults import ENV as FAULT_ENV
+from humpback.core.faults import ENV as FAULT_ENV
 
 REPO = Path(__file__).resolve().parent.parent
 DOC = REPO / "docs" / "errors.md"
@@ -506,9 +506,9 @@ def write_doc_row(damage: str, command: str, given: str, printed: str) -> None:
 @pytest.fixture(scope="module")
 def curated(tmp_path_factory, tiny_model_dir) -> Path:
     """A finished `humpback curate` output (scored by the tiny model), for export's cells."""
-    from humpback.config import EngineConfig
-    from humpback.curate import CurateConfig, run_curate
-    from humpback.scorers import ScorerConfig
+    from humpback.core.config import EngineConfig
+    from humpback.stages.curate import CurateConfig, run_curate
+    from humpback.stages.scorers import ScorerConfig
 
     tmp = tmp_path_factory.mktemp("curated")
     records.write_jsonl(PAIRS, tmp / "pairs.jsonl")

@@ -6,9 +6,9 @@ from __future__ import annotations
 import pyarrow.parquet as pq
 import pytest
 
-from humpback import records
-from humpback.config import ConfigError, EngineConfig, GenerationConfig, StrictModel, load_config
-from humpback.prompts import PromptError, chat_messages, render
+from humpback.core import records
+from humpback.core.config import ConfigError, EngineConfig, GenerationConfig, StrictModel, load_config
+from humpback.core.prompts import PromptError, chat_messages, render
 
 
 class _Stage(StrictModel):
@@ -50,7 +50,7 @@ def test_defaults_and_overrides(tmp_path):
 
 
 def test_set_options_are_dotted_yaml_overrides_checked_against_the_model(tmp_path):
-    from humpback.config import parse_set_options, with_set_options
+    from humpback.core.config import parse_set_options, with_set_options
 
     sets = parse_set_options(_Stage, ["generation.temperature=0.2", "generation.stop=[a, b]", "name=y"])
     assert sets == {"generation.temperature": 0.2, "generation.stop": ["a", "b"], "name": "y"}

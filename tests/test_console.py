@@ -9,8 +9,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from humpback import console
-from humpback.progress import Meter
+from humpback.core import console
+from humpback.core.progress import Meter
 from runconfig import tiny_run_config
 
 

@@ -20,14 +20,14 @@ from pathlib import Path
 import httpx
 import pytest
 
-from humpback import records
-from humpback.augment import AugmentConfig, run_augment
-from humpback.config import EngineConfig, GenerationConfig
-from humpback.curate import CurateConfig, run_curate
+from humpback.core import records
+from humpback.stages.augment import AugmentConfig, run_augment
+from humpback.core.config import EngineConfig, GenerationConfig
+from humpback.stages.curate import CurateConfig, run_curate
 from humpback.engines import CHOICE_LOGPROBS, CONTINUATION_LOGPROBS, EngineCapabilityError, GenerationRequest
 from humpback.engines.endpoint import EndpointEngine
 from humpback.engines.request_cache import RequestCache, TokenBudgetExceeded
-from humpback.scorers import ScorerConfig, make_scorer
+from humpback.stages.scorers import ScorerConfig, make_scorer
 
 TEXTS = [
     "Basil needs at least six hours of bright light a day, so a south-facing window or a grow light works best.",
@@ -287,7 +287,7 @@ def _llama_cpp_server(tmp: Path) -> Server:
 
 
 def _scoring_prompts(engine) -> tuple[list[str], list[str]]:
-    from humpback.prompts import chat_messages, render
+    from humpback.core.prompts import chat_messages, render
 
     prompts = [engine.format_chat(chat_messages(render("curate_rubric", instruction="Why is the sky blue?",
                                                        output=TEXTS[2], generate=False))) + "Score: ",

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from humpback.config import EngineConfig
+from humpback.core.config import EngineConfig
 from humpback.engines import EngineCapabilityError, GenerationRequest, make_engine
 from humpback.engines.transformers_engine import TransformersEngine
 

@@ -13,7 +13,7 @@ import pytest
 from click.testing import CliRunner
 
 from humpback.cli import main
-from humpback.config import EngineConfig
+from humpback.core.config import EngineConfig
 from humpback.evaluate.common import (
     EvalConfig,
     auroc,
@@ -22,7 +22,7 @@ from humpback.evaluate.common import (
     load_items,
     spearman,
 )
-from humpback.records import RecordError, write_jsonl, write_parquet
+from humpback.core.records import RecordError, write_jsonl, write_parquet
 
 
 
@@ -159,7 +159,7 @@ def test_eval_scorer_auroc_agreement_histograms_and_cache(tmp_path, tiny_model_d
 
 
 def test_negatives_are_deterministic_real_and_never_the_pairs_own_output():
-    from humpback.config import ConfigError
+    from humpback.core.config import ConfigError
     from humpback.evaluate.negatives import boilerplate_snippets, build_negatives, parse_kinds, truncate
 
     pairs = [{"pair_id": f"p{i}", "instruction": a, "output": b} for i, (a, b) in enumerate(PAIRS)]
@@ -194,7 +194,7 @@ def test_negatives_are_deterministic_real_and_never_the_pairs_own_output():
 
 
 def test_parse_scorer_specs_errors():
-    from humpback.config import ConfigError
+    from humpback.core.config import ConfigError
     from humpback.evaluate.scorer import parse_scorer_specs
 
     assert [s.model for s in parse_scorer_specs(["pmi", "rubric@other"], "m")] == ["m", "other"]
@@ -228,8 +228,8 @@ def _run_dir(tmp_path: Path, tiny_model_dir: str) -> Path:
 
 def test_eval_heldout_nll_matches_engine_and_compares_models(tmp_path, tiny_model_dir, tiny_engine):
     from humpback.evaluate.heldout import evaluate_heldout, format_heldout_summary
-    from humpback.models import build_tiny_model
-    from humpback.training.data import forward_messages
+    from humpback.core.models import build_tiny_model
+    from humpback.stages.train.data import forward_messages
 
     run = _run_dir(tmp_path, tiny_model_dir)
     other = str(build_tiny_model(tmp_path / "tiny-other", seed=1, tokenizer_from=tiny_model_dir))
@@ -258,7 +258,7 @@ def test_eval_heldout_nll_matches_engine_and_compares_models(tmp_path, tiny_mode
 
 
 def test_parse_systems():
-    from humpback.config import ConfigError
+    from humpback.core.config import ConfigError
     from humpback.evaluate.heldout import parse_systems
 
     assert parse_systems("S_a,web,both,none,seed") == ["S_a", "S_w", "both", "none"]
@@ -306,7 +306,7 @@ def test_judge_scoring_counts_orders_ties_and_unparseable():
 
 def test_eval_judge_end_to_end_logprobs_and_generate(tmp_path, tiny_model_dir):
     from humpback.evaluate.judge import JudgeConfig, evaluate_judge, format_judge_summary
-    from humpback.models import build_tiny_model
+    from humpback.core.models import build_tiny_model
 
     prompts = tmp_path / "prompts.jsonl"
     write_jsonl([{"question_id": i, "prompt": a} for i, (a, _) in enumerate(PAIRS[:4])], prompts)

@@ -9,9 +9,9 @@ import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner
 
-from humpback.augment import AugmentConfig, PairFilter, PairFilterConfig, best_of_k, run_augment
+from humpback.stages.augment import AugmentConfig, PairFilter, PairFilterConfig, best_of_k, run_augment
 from humpback.cli import main
-from humpback.config import EngineConfig, GenerationConfig
+from humpback.core.config import EngineConfig, GenerationConfig
 from humpback.evaluate.backward import (
     METRICS,
     derangement,
@@ -22,8 +22,8 @@ from humpback.evaluate.backward import (
 )
 from humpback.evaluate.common import EvalConfig
 from humpback.init import STARTER
-from humpback.records import parquet_files, write_jsonl, write_parquet
-from humpback.scorers import conditional_logprobs, pmi_of
+from humpback.core.records import parquet_files, write_jsonl, write_parquet
+from humpback.stages.scorers import conditional_logprobs, pmi_of
 
 CFG = EvalConfig(engine=EngineConfig(dtype="float32", progress=False), bootstrap=100, chunk_size=3)
 # a random model writes no requests: with the default filters every candidate would be rejected
@@ -165,8 +165,8 @@ def test_augment_with_candidates_writes_provenance(tmp_path, tiny_model_dir):
 def test_smollm2_backward_model_writes_relevant_requests(tmp_path, smollm2_dir):
     """The quickstart's backward recipe on the real SmolLM2, judged on held-out human pairs."""
     from humpback.loop import load_run_config
-    from humpback.seed import import_seed
-    from humpback.training import train_backward
+    from humpback.stages.seed import import_seed
+    from humpback.stages.train import train_backward
 
     repo = Path(__file__).resolve().parent.parent
     cfg = load_run_config(STARTER)

@@ -10,13 +10,13 @@ from pathlib import Path
 import dill
 import pytest
 
-from humpback import records
-from humpback.augment import AugmentConfig, run_augment
-from humpback.config import ConfigError, EngineConfig, GenerationConfig, validate_config
-from humpback.corpus import run_prepare
-from humpback.curate import CurateConfig, run_curate
-from humpback.scorers import ScorerConfig
-from humpback.shards import ExecutorConfig
+from humpback.core import records
+from humpback.stages.augment import AugmentConfig, run_augment
+from humpback.core.config import ConfigError, EngineConfig, GenerationConfig, validate_config
+from humpback.stages.prepare import run_prepare
+from humpback.stages.curate import CurateConfig, run_curate
+from humpback.stages.scorers import ScorerConfig
+from humpback.core.shards import ExecutorConfig
 
 FAST = EngineConfig(dtype="float32", progress=False, batch_size=8)
 

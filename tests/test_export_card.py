@@ -10,7 +10,7 @@ import re
 import pytest
 import yaml
 
-from humpback.export_card import PAPER, code, example_rows, md_text, project_url, render_card, score, value
+from humpback.stages.export_card import PAPER, code, example_rows, md_text, project_url, render_card, score, value
 from runconfig import tiny_run_config
 
 NASTY = [
@@ -260,7 +260,7 @@ def test_skipped_self_check():
 def tiny_run(tmp_path_factory, tiny_model_dir):
     from humpback.loop import run_loop
 
-    from humpback.quickstart_corpus import build_quickstart_corpus
+    from humpback.stages.prepare.quickstart import build_quickstart_corpus
 
     tmp = tmp_path_factory.mktemp("card")
     build_quickstart_corpus(tmp / "quickstart.jsonl")  # its first 24 documents are enough for 8 segments
@@ -277,7 +277,7 @@ def tiny_run(tmp_path_factory, tiny_model_dir):
 
 def test_card_of_a_real_tiny_export(tiny_run, tmp_path, tiny_model_dir):
     from humpback.engines.openai_compat import count_parameters
-    from humpback.export import export_dataset
+    from humpback.stages.export import export_dataset
 
     out = tmp_path / "ds"
     result = export_dataset(tiny_run, out, with_seed=True, license="cc-by-4.0", pretty_name="tiny card")

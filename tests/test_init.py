@@ -8,15 +8,15 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from humpback import prompts
+from humpback.core import prompts
 from humpback.cli import main
-from humpback.config import ConfigError
+from humpback.core.config import ConfigError
 from humpback.init import CONFIG_NAME, CONFIGS, STARTER, init_project
 from humpback.loop import _check_inputs, load_run_config
-from humpback.runs import Run
-from humpback.seed import BUILTIN_SEED_PATH, seed_source_path
+from humpback.core.runs import Run
+from humpback.stages.seed import BUILTIN_SEED_PATH, seed_source_path
 
-PACKAGE = Path(prompts.__file__).resolve().parent
+PACKAGE = Path(prompts.__file__).resolve().parents[1]
 
 
 def test_shipped_data_lives_in_the_package():

@@ -1,4 +1,4 @@
-"""One writer per run folder and per stage output (humpback.locks): a second `humpback run` (or a stage command
+"""One writer per run folder and per stage output (humpback.core.locks): a second `humpback run` (or a stage command
 writing the same output) is refused at once, naming the holder, and touches nothing; a lock left by a dead
 process is taken over."""
 
@@ -17,9 +17,9 @@ import yaml
 from click.testing import CliRunner
 
 from humpback.cli import main
-from humpback.faults import ENV as FAULT_ENV
-from humpback.faults import RELEASE_ENV
-from humpback.locks import LockError, holder, locked, output_lock_path, run_lock_path
+from humpback.core.faults import ENV as FAULT_ENV
+from humpback.core.faults import RELEASE_ENV
+from humpback.core.locks import LockError, holder, locked, output_lock_path, run_lock_path
 
 CORPUS = [{"id": f"d{i}", "text": f"# Part {i}\n\nBasil likes bright light and moist soil; water it when the top of "
                                   f"the soil is dry and pinch off the flowers so it keeps making leaves ({i})."}
@@ -54,8 +54,8 @@ def _cli(argv: list[str]):
 
 
 def _holder_process(lock: Path) -> subprocess.Popen:
-    """A process holding ``lock`` (through humpback.locks) until its stdin closes; returns once it holds it."""
-    code = ("import sys; from humpback.locks import locked\n"
+    """A process holding ``lock`` (through humpback.core.locks) until its stdin closes; returns once it holds it."""
+    code = ("import sys; from humpback.core.locks import locked\n"
             f"with locked({str(lock)!r}, 'humpback test-holder'):\n"
             "    print('held', flush=True); sys.stdin.read()\n")
     proc = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
@@ -144,7 +144,7 @@ def test_locks_are_reentrant_within_a_process_and_exclusive_across(tmp_path):
         with locked(lock, "humpback inner"):  # a stage of `humpback run` taking a lock the run holds
             assert json.loads(lock.read_text())["command"] == "humpback outer"
         assert lock.exists()
-        code = f"from humpback.locks import locked\nwith locked({str(lock)!r}, 'other'): pass\n"
+        code = f"from humpback.core.locks import locked\nwith locked({str(lock)!r}, 'other'): pass\n"
         other = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
         assert other.returncode == 1 and "LockError" in other.stderr and f"pid {os.getpid()}" in other.stderr
     assert not lock.exists()

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pyarrow as pa
 from datatrove.data import Document
 
-from humpback.config import EngineConfig
-from humpback.model_step import ChunkStore, ModelStep, Task, run_chunks
+from humpback.core.config import EngineConfig
+from humpback.core.model_step import ChunkStore, ModelStep, Task, run_chunks
 
 SCHEMA = pa.schema([("pair_id", pa.string()), ("output", pa.string())])
 

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from humpback import models
-from humpback.models import Alias, ModelResolutionError
+from humpback.core import models
+from humpback.core.models import Alias, ModelResolutionError
 
 
 def _fake_alias(tmp_path: Path) -> Alias:

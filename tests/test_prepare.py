@@ -13,13 +13,13 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from humpback.config import ConfigError
-from humpback.corpus import PrepareConfig, run_prepare
-from humpback.corpus.config import SegmentConfig, load_prepare_config
-from humpback.corpus.dedup import normalize_for_exact
-from humpback.corpus.readers import looks_like_html
-from humpback.corpus.segment import SegmentRules, segment_document
-from humpback.records import SEGMENT_SCHEMA
+from humpback.core.config import ConfigError
+from humpback.stages.prepare import PrepareConfig, run_prepare
+from humpback.stages.prepare.config import SegmentConfig, load_prepare_config
+from humpback.stages.prepare.dedup import normalize_for_exact
+from humpback.stages.prepare.readers import looks_like_html
+from humpback.stages.prepare.segment import SegmentRules, segment_document
+from humpback.core.records import SEGMENT_SCHEMA
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -473,7 +473,7 @@ def test_markdown_records_keep_provenance_and_exact_spans(corpus):
 
 
 def test_segment_ids_are_stable_hashes_of_content_and_provenance(corpus):
-    from humpback.corpus.segment import segment_id
+    from humpback.stages.prepare.segment import segment_id
 
     for r in corpus["rows"]:
         assert r["segment_id"] == segment_id(
@@ -640,7 +640,7 @@ def test_config_validation():
     with pytest.raises(ConfigError, match="min_chars"):
         load_prepare_config(None, {"segment.min_chars": 4000})
     with pytest.raises(ConfigError, match="unknown option"):
-        from humpback.corpus.filters import build_quality_filters
+        from humpback.stages.prepare.filters import build_quality_filters
 
         build_quality_filters(PrepareConfig(quality={"gopher_options": {"min_doc_word": 3}}).quality)
     with pytest.raises(ConfigError, match="executor"):
@@ -680,7 +680,7 @@ def test_segmenter_sections_headings_and_limits():
 
 
 def test_headings_are_cleaned_of_markup_but_not_of_code():
-    from humpback.corpus.segment import clean_heading
+    from humpback.stages.prepare.segment import clean_heading
 
     assert clean_heading("The `__init__` method of **Config**") == "The __init__ method of Config"
     assert clean_heading("[Install](#install) snake_case_name ![badge](b.svg) ¶") == "Install snake_case_name"
@@ -710,8 +710,8 @@ def test_language_model_is_the_packaged_file_and_needs_no_download(monkeypatch):
     import datatrove.utils.lid as lid
     from datatrove.data import Document
 
-    from humpback.corpus.config import LanguageConfig
-    from humpback.corpus.filters import SegmentLanguageFilter, packaged_lid176_path
+    from humpback.stages.prepare.config import LanguageConfig
+    from humpback.stages.prepare.filters import SegmentLanguageFilter, packaged_lid176_path
 
     def no_download(*a, **k):
         raise AssertionError("tried to download a language model")

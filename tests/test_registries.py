@@ -6,14 +6,14 @@ from __future__ import annotations
 
 import pytest
 
-from humpback.config import ConfigError, validate_config
-from humpback.corpus import PrepareConfig, run_prepare
-from humpback.corpus.readers import CORPUS_FORMATS, CorpusFormat
-from humpback.curate import CurateConfig
+from humpback.core.config import ConfigError, validate_config
+from humpback.stages.prepare import PrepareConfig, run_prepare
+from humpback.stages.prepare.readers import CORPUS_FORMATS, CorpusFormat
+from humpback.stages.curate import CurateConfig
 from humpback.engines import ENGINES, GENERATE, Engine, EngineConfig, GenerationResult, make_engine
-from humpback.registry import Registry
+from humpback.core.registry import Registry
 from humpback.rest.rewards import REWARDS
-from humpback.scorers import SCORERS, Scorer, ScorerConfig, make_scorer, register_scorer
+from humpback.stages.scorers import SCORERS, Scorer, ScorerConfig, make_scorer, register_scorer
 
 
 @pytest.fixture(autouse=True)

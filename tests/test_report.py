@@ -19,8 +19,8 @@ from click.testing import CliRunner
 
 from humpback.cli import main
 from humpback.loop import run_loop
-from humpback.records import PAIR_SCHEMA, parquet_files, to_table
-from humpback.report import write_report
+from humpback.core.records import PAIR_SCHEMA, parquet_files, to_table
+from humpback.analysis.report import write_report
 from runconfig import tiny_run_config
 
 CHROMIUM = os.environ.get("HUMPBACK_CHROMIUM", "/usr/bin/chromium")

@@ -22,10 +22,10 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from humpback.config import ConfigError, EngineConfig, validate_config
-from humpback.faults import ENV as FAULT_ENV
+from humpback.core.config import ConfigError, EngineConfig, validate_config
+from humpback.core.faults import ENV as FAULT_ENV
 from humpback.init import CONFIGS
-from humpback.records import RecordError, read_rows
+from humpback.core.records import RecordError, read_rows
 from humpback.rest.answers import answers_equal, canonical, extract_answer
 from humpback.rest.config import RestConfig, load_rest_config
 from humpback.rest.loop import run_rest, stage_order

@@ -20,12 +20,12 @@ import yaml
 from click.testing import CliRunner
 
 from humpback.cli import main
-from humpback.config import ConfigError
-from humpback.faults import ENV as FAULT_ENV
+from humpback.core.config import ConfigError
+from humpback.core.faults import ENV as FAULT_ENV
 from humpback.init import CONFIGS, STARTER
 from humpback.loop import Layout, RunConfig, build_stages, load_run_config, run_loop
-from humpback.records import parquet_files
-from humpback.stage_results import card_row, describe
+from humpback.core.records import parquet_files
+from humpback.core.results import card_row, describe
 from runconfig import tiny_run_config
 
 REPO = Path(__file__).resolve().parent.parent
@@ -240,7 +240,7 @@ def test_export_round_trips_through_load_dataset(finished_run, tmp_path):
 
 
 def test_export_min_score_and_exclusions(finished_run, tmp_path):
-    from humpback.export import export_dataset
+    from humpback.stages.export import export_dataset
 
     tmp, _, _ = finished_run
     everything = export_dataset(tmp / "run" / "curate" / "r1", tmp_path / "all", min_score=1)
@@ -348,7 +348,7 @@ def test_export_to_hub_without_network_keeps_the_local_export(finished_run, tmp_
 
 # ------------------------------------------------------------------------------------------------ stats
 def test_stats_describes_every_stage_of_a_run(finished_run, tmp_path):
-    from humpback.stats import collect_stats
+    from humpback.analysis.stats import collect_stats
 
     tmp, _, _ = finished_run
     results = {r["name"]: r for r in collect_stats(tmp / "run")}
@@ -369,7 +369,7 @@ def test_stats_describes_every_stage_of_a_run(finished_run, tmp_path):
 
 
 def test_stats_counts_duplicates_and_verbs(tmp_path):
-    from humpback.stats import collect_stats
+    from humpback.analysis.stats import collect_stats
 
     rows = [{"instruction": "Write a poem about the sea.", "output": "Waves."},
             {"instruction": "write a poem  about the sea.", "output": "Waves again."},

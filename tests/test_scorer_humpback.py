@@ -8,12 +8,12 @@ from pathlib import Path
 
 import pytest
 
-from humpback import records
-from humpback.config import EngineConfig
-from humpback.curate import CurateConfig, run_curate
+from humpback.core import records
+from humpback.core.config import EngineConfig
+from humpback.stages.curate import CurateConfig, run_curate
 from humpback.evaluate.negatives import build_negatives
 from humpback.evaluate.common import auroc
-from humpback.scorers import (
+from humpback.stages.scorers import (
     HUMPBACK_WEIGHTS,
     NEUTRAL_END,
     HumpbackScorer,

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from humpback import records
+from humpback.core import records
 
 KEY_ENV = "HUMPBACK_TEST_API_KEY"
 

@@ -13,8 +13,8 @@ import pytest
 from click.testing import CliRunner
 
 from humpback.cli import main
-from humpback.config import ConfigError
-from humpback.quickstart_corpus import (
+from humpback.core.config import ConfigError
+from humpback.stages.prepare.quickstart import (
     build_quickstart_corpus,
     clean_markdown,
     count_headings,
@@ -24,8 +24,8 @@ from humpback.quickstart_corpus import (
     iter_quickstart_docs,
     rst_to_markdown_headings,
 )
-from humpback.records import RecordError, read_rows, read_table
-from humpback.seed import (
+from humpback.core.records import RecordError, read_rows, read_table
+from humpback.stages.seed import (
     BUILTIN_SEED_PATH,
     detect_container,
     format_stats,

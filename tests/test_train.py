@@ -13,11 +13,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from humpback.config import ConfigError, EngineConfig, load_config
-from humpback.models import resolve
-from humpback.records import RecordError, read_rows
-from humpback.seed import BUILTIN_SEED_PATH
-from humpback.training import (
+from humpback.core.config import ConfigError, EngineConfig, load_config
+from humpback.core.models import resolve
+from humpback.core.records import RecordError, read_rows
+from humpback.stages.seed import BUILTIN_SEED_PATH
+from humpback.stages.train import (
     SEED_TAG,
     WEB_TAG,
     TrainConfig,
@@ -27,9 +27,9 @@ from humpback.training import (
     train_backward,
     train_forward,
 )
-from humpback.training.config import OPERATIONAL_KEYS
-from humpback.training.data import forward_examples, load_augmented, load_seed
-from humpback.training.sft import build_trainer
+from humpback.stages.train.config import OPERATIONAL_KEYS
+from humpback.stages.train.data import forward_examples, load_augmented, load_seed
+from humpback.stages.train.sft import build_trainer
 
 
 PAIRS = [
@@ -140,7 +140,7 @@ def test_sft_keys_are_checked_at_load(tmp_path):
 
     from trl import SFTConfig
 
-    from humpback.training.config import MANAGED_SFT_FIELDS
+    from humpback.stages.train.config import MANAGED_SFT_FIELDS
 
     cfg = tmp_path / "train.yaml"
     cfg.write_text("sft:\n  adam_beta2: 0.95\n  foo: 1\n")
@@ -156,8 +156,8 @@ def test_sft_keys_are_checked_at_load(tmp_path):
 def test_sft_keys_reach_the_trainer_and_the_fingerprint(tiny_model_dir, seed_file, tmp_path, monkeypatch):
     import trl
 
-    from humpback.training.config import MANAGED_SFT_FIELDS
-    from humpback.training.sft import _fingerprint
+    from humpback.stages.train.config import MANAGED_SFT_FIELDS
+    from humpback.stages.train.sft import _fingerprint
 
     passed = {}
 
@@ -185,7 +185,7 @@ def test_sft_keys_reach_the_trainer_and_the_fingerprint(tiny_model_dir, seed_fil
 
 
 def test_latest_checkpoint_skips_and_removes_interrupted_saves(tmp_path):
-    from humpback.training.sft import _latest_checkpoint
+    from humpback.stages.train.sft import _latest_checkpoint
 
     ckpts = tmp_path / "checkpoints"
     for step, state in ((5, {"global_step": 5}), (10, None), (15, "{truncated")):
@@ -212,7 +212,7 @@ def test_output_that_is_not_a_training_is_refused(tiny_model_dir, seed_file, tmp
 
 
 def _examples(seed_file):
-    from humpback.training.data import backward_examples
+    from humpback.stages.train.data import backward_examples
 
     pairs, _ = load_seed([seed_file])
     return backward_examples(pairs)

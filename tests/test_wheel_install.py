@@ -22,7 +22,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from humpback.models import cache_dir
+from humpback.core.models import cache_dir
 
 REPO = Path(__file__).resolve().parent.parent
 SHIPPED = {  # package data a wheel must carry
@@ -94,9 +94,9 @@ def installed(tmp_path_factory) -> Installed:
     inst.run(str(inst.bin / "python"), "-m", "pip", "install", "--no-deps", "--no-index", "--ignore-installed", "-q",
              str(wheel))
     where = json.loads(inst.run(str(inst.bin / "python"), "-c", (
-        "import json, sys, humpback, humpback.prompts, humpback.seed; print(json.dumps({"
-        "'module': humpback.__file__, 'prompts': str(humpback.prompts.BUILTIN_PROMPTS), "
-        "'seed': str(humpback.seed.BUILTIN_SEED_PATH), "
+        "import json, sys, humpback, humpback.core.prompts, humpback.stages.seed; print(json.dumps({"
+        "'module': humpback.__file__, 'prompts': str(humpback.core.prompts.BUILTIN_PROMPTS), "
+        "'seed': str(humpback.stages.seed.BUILTIN_SEED_PATH), "
         "'finders': [repr(f) for f in sys.meta_path], 'path': sys.path}))")).stdout)
     assert Path(where["module"]).is_relative_to(purelib), where["module"]
     assert Path(where["prompts"]).is_relative_to(purelib) and Path(where["seed"]).is_relative_to(purelib)

@@ -20,8 +20,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from humpback.records import atomic_path, write_jsonl
-from humpback.seed import format_stats, normalize_text, seed_stats
+from humpback.core.records import atomic_path, write_jsonl
+from humpback.stages.seed import format_stats, normalize_text, seed_stats
 
 SEED_DIR = REPO / "humpback" / "resources" / "seed"  # seed.jsonl and README.md ship in the package; parts/ do not
 FIELDS = ("id", "instruction", "output", "category")

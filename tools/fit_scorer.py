@@ -1,4 +1,4 @@
-"""Refit the `humpback` scorer's blend (humpback/scorers.py HUMPBACK_WEIGHTS) on held-out human pairs.
+"""Refit the `humpback` scorer's blend (humpback/stages/scorers.py HUMPBACK_WEIGHTS) on held-out human pairs.
 
 For each SET (a JSONL of instruction/output pairs) the first --dev pairs after `random.Random(0).shuffle` are
 the dev split (the rest is the test split that docs/eval.md reports on, never fitted on). Every dev pair and
@@ -22,11 +22,11 @@ import random
 
 import numpy as np
 
-from humpback.config import EngineConfig
+from humpback.core.config import EngineConfig
 from humpback.engines.transformers_engine import TransformersEngine
 from humpback.evaluate.common import auroc
 from humpback.evaluate.negatives import KINDS, build_negatives, read_corpus_segments
-from humpback.scorers import HUMPBACK_WEIGHTS, HumpbackScorer, ScorerConfig
+from humpback.stages.scorers import HUMPBACK_WEIGHTS, HumpbackScorer, ScorerConfig
 
 NAMES = list(HUMPBACK_WEIGHTS)
 

@@ -13,7 +13,7 @@ import json
 import random
 from pathlib import Path
 
-from humpback.records import write_jsonl
+from humpback.core.records import write_jsonl
 
 
 def main() -> None:

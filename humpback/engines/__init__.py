@@ -5,8 +5,8 @@ from __future__ import annotations
 import os
 from typing import Callable
 
-from ..config import EngineConfig
-from ..registry import Registry
+from ..core.config import EngineConfig
+from ..core.registry import Registry
 from .base import (
     CHOICE_LOGPROBS,
     CONTINUATION_LOGPROBS,

@@ -22,7 +22,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from ..config import EngineConfig
+from ..core.config import EngineConfig
 from .base import CHOICE_LOGPROBS, CONTINUATION_LOGPROBS, GENERATE, EngineCapabilityError
 from .openai_compat import COMPLETIONS, OpenAICompatEngine, echoed_logprobs, top_logprobs_of
 from .request_cache import RequestCache, TokenLedger, request_key
@@ -83,7 +83,7 @@ class EndpointEngine(OpenAICompatEngine):
                 raise EngineCapabilityError(f"engine.endpoint.api_key_env: environment variable {ep.api_key_env} "
                                             "is not set")
             self.headers["Authorization"] = f"Bearer {key}"
-        from ..models import cache_dir
+        from ..core.models import cache_dir
 
         cache_root = Path(ep.cache_dir) if ep.cache_dir else (
             Path(run_dir) / "requests" if run_dir else cache_dir() / "requests")

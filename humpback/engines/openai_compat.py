@@ -60,7 +60,7 @@ class _Progress:
         self.bar = None
         self.start = time.perf_counter()
         self.tokens = 0
-        from .. import console
+        from ..core import console
 
         if enabled and total > 0 and not console.in_stage():  # a quiet stage's meter is its live line
             from tqdm.auto import tqdm
@@ -128,7 +128,7 @@ class OpenAICompatEngine(Engine):
     def tokenizer(self):
         with self._tok_lock:
             if self._tokenizer is None:
-                from ..models import ModelResolutionError, load_tokenizer, resolve
+                from ..core.models import ModelResolutionError, load_tokenizer, resolve
 
                 ref = self.tokenizer_ref or self.model_ref
                 try:
@@ -150,7 +150,7 @@ class OpenAICompatEngine(Engine):
         return tok.bos_token_id if tok.bos_token_id is not None else tok.eos_token_id
 
     def format_chat(self, messages: list[dict[str, str]], add_generation_prompt: bool = True) -> str:
-        from ..prompts import apply_chat_template
+        from ..core.prompts import apply_chat_template
 
         tok = self.tokenizer
         with self._tok_lock:
@@ -160,7 +160,7 @@ class OpenAICompatEngine(Engine):
     def num_parameters(self) -> int | None:
         """Parameter count from the local copy's safetensors headers (no weights loaded), when there is one;
         the scorer's `auto` uses it."""
-        from ..models import ModelResolutionError, resolve
+        from ..core.models import ModelResolutionError, resolve
 
         try:
             resolved = resolve(self.tokenizer_ref or self.model_ref)

@@ -16,7 +16,7 @@ import zlib
 from pathlib import Path
 from typing import Any
 
-from ..config import ConfigError
+from ..core.config import ConfigError
 
 
 class TokenBudgetExceeded(ConfigError):

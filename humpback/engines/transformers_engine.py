@@ -18,9 +18,9 @@ from typing import Optional, Sequence
 
 import torch
 
-from ..config import EngineConfig
-from ..models import ResolvedModel, load_causal_lm, load_tokenizer, resolve
-from ..prompts import apply_chat_template
+from ..core.config import EngineConfig
+from ..core.models import ResolvedModel, load_causal_lm, load_tokenizer, resolve
+from ..core.prompts import apply_chat_template
 from .base import (
     CHOICE_LOGPROBS,
     CONTINUATION_LOGPROBS,
@@ -68,7 +68,7 @@ class _Progress:
         self.start = time.perf_counter()
         self.tokens = 0
         self.bar = None
-        from .. import console
+        from ..core import console
 
         if enabled and total > 0 and not console.in_stage():  # a quiet stage's meter is its live line
             from tqdm.auto import tqdm

@@ -24,7 +24,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from ..config import EngineConfig
+from ..core.config import EngineConfig
 from .base import CHOICE_LOGPROBS, CONTINUATION_LOGPROBS, GENERATE, Engine, EngineCapabilityError
 from .openai_compat import CHAT, OpenAICompatEngine, count_parameters
 
@@ -38,7 +38,7 @@ def served_model(model: str, server: str) -> tuple[str, dict[str, Any]]:
     adapter folder needs (vLLM loads the adapter next to its base model)."""
     if server == "endpoint":
         return model, {}
-    from ..models import ModelResolutionError, resolve
+    from ..core.models import ModelResolutionError, resolve
 
     try:
         resolved = resolve(model, cached_only=False)  # the server fetches an HF id itself
@@ -246,7 +246,7 @@ def rollout_context(tokenizer_ref: str | None, threads: int):
 
     tokenizer = None
     if tokenizer_ref:
-        from ..models import load_tokenizer, resolve
+        from ..core.models import load_tokenizer, resolve
 
         tokenizer = load_tokenizer(resolve(tokenizer_ref, cached_only=False))
     pool = ThreadPoolExecutor(max_workers=max(1, threads), thread_name_prefix="humpback-rollout")
@@ -260,7 +260,7 @@ def tokenizer_ref_for(model: str, config: EngineConfig) -> str | None:
     """The local reference a stage loads its tokenizer from (None when there is no local copy)."""
     if config.endpoint.tokenizer:
         return config.endpoint.tokenizer
-    from ..models import ModelResolutionError, resolve
+    from ..core.models import ModelResolutionError, resolve
 
     try:
         resolved = resolve(model, cached_only=False)
@@ -288,7 +288,7 @@ class VLLMEngine(Engine):
 
     @property
     def num_parameters(self) -> int | None:
-        from ..models import ModelResolutionError, resolve
+        from ..core.models import ModelResolutionError, resolve
 
         try:
             return count_parameters(resolve(self.model_ref).path)
@@ -329,10 +329,10 @@ class VLLMEngine(Engine):
 
     def format_chat(self, messages, add_generation_prompt: bool = True) -> str:
         if self._tokenizer is None:  # rendering needs no server
-            from ..models import load_tokenizer, resolve
+            from ..core.models import load_tokenizer, resolve
 
             self._tokenizer = load_tokenizer(resolve(self.config.endpoint.tokenizer or self.model_ref))
-        from ..prompts import apply_chat_template
+        from ..core.prompts import apply_chat_template
 
         return apply_chat_template(self._tokenizer, messages, add_generation_prompt=add_generation_prompt)
 

@@ -32,8 +32,8 @@ from typing import Optional, Sequence
 import numpy as np
 from pydantic import Field
 
-from ..config import ConfigError, StrictModel
-from ..records import write_jsonl
+from ..core.config import ConfigError, StrictModel
+from ..core.records import write_jsonl
 from .common import (
     EvalConfig,
     auroc,
@@ -133,9 +133,9 @@ def evaluate_backward(
 
     ``config.engine`` runs the backward model; ``scorer_engine`` (an EngineConfig; default the same) the scoring
     model: decoding wants large batches on a CPU, scoring smaller ones."""
-    from ..augment import AugmentConfig, PairFilter, backward_requests, clean_instruction
-    from ..models import base_model_of
-    from ..scorers import conditional_logprobs, pmi_of
+    from ..stages.augment import AugmentConfig, PairFilter, backward_requests, clean_instruction
+    from ..core.models import base_model_of
+    from ..stages.scorers import conditional_logprobs, pmi_of
 
     cfg = config or EvalConfig()
     aug = augment or AugmentConfig()

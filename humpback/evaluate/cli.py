@@ -8,14 +8,14 @@ from __future__ import annotations
 import click
 
 from ..engines import ENGINES
-from ..locks import writes_output
-from ..scorers import SCORERS
+from ..core.locks import writes_output
+from ..stages.scorers import SCORERS
 
 
 def eval_file_config():
     """The ``--config`` YAML model of every eval command: shared keys plus one section per command."""
-    from ..augment import AugmentConfig
-    from ..scorers import ScorerConfig
+    from ..stages.augment import AugmentConfig
+    from ..stages.scorers import ScorerConfig
     from .backward import BackwardEvalConfig
     from .common import EvalConfig
     from .decontam import DecontamConfig
@@ -32,14 +32,14 @@ def eval_file_config():
 
 
 def _config(path: str | None, sets=(), **overrides):
-    from ..config import load_config, with_set_options
+    from ..core.config import load_config, with_set_options
 
     model = eval_file_config()
     return load_config(model, path, with_set_options(model, sets, overrides))
 
 
 def _writing(out):
-    from ..locks import command_name, locked, output_lock_path
+    from ..core.locks import command_name, locked, output_lock_path
 
     return locked(output_lock_path(out), command_name())
 
@@ -48,7 +48,7 @@ def _quiet_stage(name: str, out):
     """In a quiet run the evaluation's own output goes to OUT/logs/eval.log."""
     from pathlib import Path
 
-    from .. import console
+    from ..core import console
 
     return console.command(name, Path(out) / "logs" / "eval.log")
 

@@ -20,11 +20,11 @@ from typing import Any
 import numpy as np
 from pydantic import Field
 
-from ..config import EngineConfig, StrictModel
-from ..model_step import ChunkStore, run_chunks
-from ..progress import Meter
-from ..records import RecordError, read_records, write_json
-from ..shards import stable_id
+from ..core.config import EngineConfig, StrictModel
+from ..core.model_step import ChunkStore, run_chunks
+from ..core.progress import Meter
+from ..core.records import RecordError, read_records, write_json
+from ..core.shards import stable_id
 
 log = logging.getLogger("humpback.eval")
 
@@ -257,7 +257,7 @@ def default_output(inputs: Sequence[str | Path], name: str) -> Path:
 
 
 def save_figure(fig, path: Path) -> Path:
-    from ..records import atomic_path
+    from ..core.records import atomic_path
 
     with atomic_path(path, suffix=".png") as tmp:
         fig.savefig(tmp, format="png", dpi=110)

@@ -25,9 +25,9 @@ from pathlib import Path
 from datatrove.utils.text import ngrams, simplify_text
 from pydantic import Field
 
-from ..config import StrictModel
-from ..records import RecordError, record_files, write_json, write_jsonl
-from ..progress import Meter
+from ..core.config import StrictModel
+from ..core.records import RecordError, record_files, write_json, write_jsonl
+from ..core.progress import Meter
 from .common import is_run_dir, load_items
 from .diversity import discover_sets
 

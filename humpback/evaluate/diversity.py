@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..records import RecordError, record_files
+from ..core.records import RecordError, record_files
 from .common import (
     EvalConfig,
     is_run_dir,

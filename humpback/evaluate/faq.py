@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Iterator, Optional, Sequence
 
-from ..records import RecordError, write_jsonl
+from ..core.records import RecordError, write_jsonl
 
 
 @dataclass(frozen=True)

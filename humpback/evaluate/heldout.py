@@ -1,7 +1,7 @@
 """``humpback eval heldout``: mean per-token negative log-likelihood of held-out human reference outputs
 given their instructions, per model, side by side, with bootstrap intervals and paired differences.
 
-The prompt is the forward model's own (:func:`humpback.training.forward_messages`) with the chosen system
+The prompt is the forward model's own (:func:`humpback.stages.train.forward_messages`) with the chosen system
 tag, rendered by the model's chat template; only the reference output's tokens are scored. The mean is
 token-weighted (total NLL / total tokens), the usual corpus-level NLL; the bootstrap resamples examples.
 A lower NLL means the model puts more probability on what the human wrote.
@@ -20,11 +20,11 @@ from pathlib import Path
 
 import numpy as np
 
-from ..config import ConfigError
-from ..models import ALIASES
-from ..records import write_jsonl
-from ..training.config import SEED_TAG, WEB_TAG
-from ..training.data import forward_messages
+from ..core.config import ConfigError
+from ..core.models import ALIASES
+from ..core.records import write_jsonl
+from ..stages.train.config import SEED_TAG, WEB_TAG
+from ..stages.train.data import forward_messages
 from .common import (
     EvalConfig,
     bootstrap_ci,

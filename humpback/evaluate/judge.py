@@ -23,11 +23,11 @@ from typing import Literal
 import numpy as np
 from pydantic import Field
 
-from ..config import ConfigError, EngineConfig, GenerationConfig, StrictModel
+from ..core.config import ConfigError, EngineConfig, GenerationConfig, StrictModel
 from ..engines.base import CHOICE_LOGPROBS, GENERATE, EngineCapabilityError, GenerationRequest
-from ..prompts import chat_messages, render
-from ..records import write_jsonl
-from ..training.data import forward_messages
+from ..core.prompts import chat_messages, render
+from ..core.records import write_jsonl
+from ..stages.train.data import forward_messages
 from .common import (
     EvalConfig,
     bootstrap_ci,

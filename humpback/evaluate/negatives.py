@@ -32,7 +32,7 @@ _SENTENCE_END = re.compile(r"(?<=[.!?])[\"')\]]*\s+(?=[A-Z0-9\"'(\[`*-])")
 
 def parse_kinds(spec: Optional[str | Sequence[str]], have_corpus: bool) -> list[str]:
     """The kinds named in a comma list (default: all that can be built without a corpus, plus web-voice with one)."""
-    from ..config import ConfigError
+    from ..core.config import ConfigError
 
     if spec is None or spec == "all" or spec == ["all"]:
         return [k for k in KINDS if have_corpus or k not in NEEDS_CORPUS]
@@ -148,7 +148,7 @@ def read_corpus_segments(path: str, limit: int = 20000, seed: int = 0) -> list[s
     """Segment texts of a `humpback prepare` output (its segments/), a segments folder or a JSONL/Parquet file."""
     from pathlib import Path
 
-    from ..records import read_records
+    from ..core.records import read_records
 
     p = Path(path)
     if (p / "segments").is_dir():

@@ -3,8 +3,8 @@ instructions (AUROC with a bootstrap interval), how much two scorers agree (Spea
 histograms.
 
 A sample of pairs is scored as is and again with instructions permuted so that no pair keeps its own
-(:func:`humpback.scorers.shuffled_pairs`); a scorer worth curating with ranks the real pairs above the
-shuffled ones. The scorers themselves are :mod:`humpback.scorers`, unchanged, so what is measured here is
+(:func:`humpback.stages.scorers.shuffled_pairs`); a scorer worth curating with ranks the real pairs above the
+shuffled ones. The scorers themselves are :mod:`humpback.stages.scorers`, unchanged, so what is measured here is
 exactly what ``humpback curate`` uses.
 """
 
@@ -18,9 +18,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ..config import ConfigError
-from ..records import write_jsonl
-from ..scorers import SCORERS, ScorerConfig, make_scorer
+from ..core.config import ConfigError
+from ..core.records import write_jsonl
+from ..stages.scorers import SCORERS, ScorerConfig, make_scorer
 from .common import (
     EvalConfig,
     auroc,

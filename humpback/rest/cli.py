@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from ..locks import writes_output
+from ..core.locks import writes_output
 
 
 def _fail(e: Exception) -> None:
@@ -35,9 +35,9 @@ def rest_cmd(config_path, run_dir, start, until, iterations, sets) -> None:
     E-step: sample solutions from the current model and keep those the reward accepts; M-step: fine-tune
     the base model on them; repeat, evaluating on held-out problems after each iteration.
     """
-    from ..runs import RunError
-    from ..training import TrainingError
-    from ..config import with_set_options
+    from ..core.runs import RunError
+    from ..stages.train import TrainingError
+    from ..core.config import with_set_options
     from .config import RestConfig, load_rest_config
     from .loop import run_rest, stage_order
     from .sampling import SamplingError
@@ -73,7 +73,7 @@ def rest_cmd(config_path, run_dir, start, until, iterations, sets) -> None:
 @writes_output("output")
 def rest_problems_cmd(output, count, levels, seed, id_prefix) -> None:
     """Write seeded multi-step arithmetic word problems (id, problem, answer, difficulty, solution)."""
-    from ..records import write_jsonl
+    from ..core.records import write_jsonl
     from .wordproblems import generate_problems
 
     try:
@@ -99,8 +99,8 @@ def rest_problems_cmd(output, count, levels, seed, id_prefix) -> None:
 @writes_output("output")
 def rest_eval_cmd(problems, model, output, reward_kind, template, samples, no_greedy, max_tokens, limit) -> None:
     """Evaluate MODEL on PROBLEMS with a reward: pass@1, pass@k, majority vote, per difficulty."""
-    from ..config import ConfigError, EngineConfig, validate_config
-    from ..records import RecordError, write_jsonl
+    from ..core.config import ConfigError, EngineConfig, validate_config
+    from ..core.records import RecordError, write_jsonl
     from .config import EvalConfig
     from .problems import load_problems
     from .rewards import make_reward

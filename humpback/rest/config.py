@@ -13,9 +13,9 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from ..config import ConfigError, EngineConfig, StrictModel, apply_overrides, load_yaml, validate_config
-from ..models import DEFAULT_MODEL
-from ..training.config import TrainConfig
+from ..core.config import ConfigError, EngineConfig, StrictModel, apply_overrides, load_yaml, validate_config
+from ..core.models import DEFAULT_MODEL
+from ..stages.train.config import TrainConfig
 from .wordproblems import LEVELS
 
 

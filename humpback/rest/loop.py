@@ -6,7 +6,7 @@ model for i=1), ``mstep_i`` (fine-tune the *base* model on the kept solutions), 
 (metrics table, JSON and PNG). After each ``eval_i`` the loop stops early when the held-out metric did not
 beat the best so far. Layout:
 
-    RUN/manifest.json             stage status, timings, results (humpback.runs)
+    RUN/manifest.json             stage status, timings, results (humpback.core.runs)
     RUN/problems/                 train.jsonl, heldout.jsonl, quarantine.jsonl, stats.json
     RUN/eval_0/                   samples.parquet, stats.json (base model)
     RUN/iter_1/estep/             samples.parquet (every sample, graded), accepted.parquet (seed schema)
@@ -24,11 +24,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..config import EngineConfig
-from ..locks import locked, run_lock_path
-from ..records import RecordError, write_json, write_jsonl
-from ..runs import Run, Stage, StageContext
-from ..training.config import OPERATIONAL_KEYS
+from ..core.config import EngineConfig
+from ..core.locks import locked, run_lock_path
+from ..core.records import RecordError, write_json, write_jsonl
+from ..core.runs import Run, Stage, StageContext
+from ..stages.train.config import OPERATIONAL_KEYS
 from .config import RestConfig
 from .metrics import markdown_table, plot_metrics
 from .problems import load_problems, split_problems, write_problems, write_quarantine
@@ -148,7 +148,7 @@ def run_rest(config: RestConfig, run_dir: str | os.PathLike | None = None, *, co
     """Run (or resume) the ReST-EM loop of ``config`` in ``run_dir`` (default: ``config.run_dir``)."""
     run_dir = Path(run_dir or config.run_dir)
     if engine_factory is None:
-        from ..models import resolve
+        from ..core.models import resolve
 
         resolve(config.model)  # before anything is written: every M-step trains it here
     with locked(run_lock_path(run_dir), "humpback rest"):

@@ -15,8 +15,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from ..records import RecordError, iter_jsonl, read_rows, write_jsonl
-from ..shards import stable_id
+from ..core.records import RecordError, iter_jsonl, read_rows, write_jsonl
+from ..core.shards import stable_id
 
 log = logging.getLogger("humpback.rest")
 

@@ -19,8 +19,8 @@ from typing import Any, ClassVar
 
 from pydantic import Field, field_validator
 
-from ..config import ConfigError, StrictModel, validate_config
-from ..registry import Registry
+from ..core.config import ConfigError, StrictModel, validate_config
+from ..core.registry import Registry
 from .answers import answers_equal, canonical, extract_answer
 from .problems import Problem
 from .sandbox import SandboxLimits, SandboxResult, count_statements, require_isolation, run_python, run_tests

@@ -19,12 +19,12 @@ from typing import Any
 
 import pyarrow as pa
 
-from ..progress import Meter
+from ..core.progress import Meter
 from ..engines import Engine, GenerationRequest
-from ..prompts import render
-from ..records import write_json
-from ..model_step import ChunkStore, run_chunks
-from ..shards import seed_from
+from ..core.prompts import render
+from ..core.records import write_json
+from ..core.model_step import ChunkStore, run_chunks
+from ..core.shards import seed_from
 from .problems import Problem
 from .rewards import Reward
 

@@ -52,7 +52,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..config import ConfigError
+from ..core.config import ConfigError
 
 log = logging.getLogger(__name__)
 

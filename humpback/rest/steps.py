@@ -19,10 +19,10 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from ..config import EngineConfig
+from ..core.config import EngineConfig
 from ..engines import Engine, make_engine
-from ..records import read_rows, write_json, write_parquet
-from ..training.config import TrainConfig
+from ..core.records import read_rows, write_json, write_parquet
+from ..stages.train.config import TrainConfig
 from .metrics import summarize_eval
 from .problems import Problem, read_problems
 from .rewards import Reward
@@ -180,7 +180,7 @@ def run_estep(model: str, problems_path: str | os.PathLike, out: str | os.PathLi
 def run_mstep(accepted: str | os.PathLike, out: str | os.PathLike, *, base_model: str, train: TrainConfig,
               iteration: int) -> dict[str, Any]:
     """Fine-tune ``base_model`` (never the previous iteration's model) on the accepted solutions."""
-    from ..training import train_forward
+    from ..stages.train import train_forward
 
     out = Path(out)
     if train.base_model != base_model:

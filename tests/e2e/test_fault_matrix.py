@@ -2,7 +2,7 @@
 full disk (ENOSPC) while writing its output, then run again: nothing lost, nothing duplicated, and the same ids
 and contents as an uninterrupted run of the same command.
 
-Each cell runs the real CLI in a process group of its own with HUMPBACK_FAULT set (humpback/faults.py), so the
+Each cell runs the real CLI in a process group of its own with HUMPBACK_FAULT set (humpback/core/faults.py), so the
 interruption lands at a known point, never after a sleep. Inputs come from one finished tiny-model run built
 once for the module and never written to; every cell works in its own folder.
 """
@@ -20,8 +20,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from humpback.faults import ENV as FAULT_ENV
-from humpback.faults import POINTS
+from humpback.core.faults import ENV as FAULT_ENV
+from humpback.core.faults import POINTS
 from humpback.loop import run_loop
 from runconfig import OPEN_FILTERS, rows, tiny_run_config
 

@@ -19,13 +19,13 @@ import tempfile
 import time
 from pathlib import Path
 
-from humpback.augment import AugmentConfig, backward_messages, clean_instruction, run_augment
-from humpback.config import EngineConfig, GenerationConfig
-from humpback.corpus import run_prepare
+from humpback.stages.augment import AugmentConfig, backward_messages, clean_instruction, run_augment
+from humpback.core.config import EngineConfig, GenerationConfig
+from humpback.stages.prepare import run_prepare
 from humpback.engines import GenerationRequest, make_engine
-from humpback.quickstart_corpus import build_quickstart_corpus
-from humpback.records import read_rows
-from humpback.shards import seed_from
+from humpback.stages.prepare.quickstart import build_quickstart_corpus
+from humpback.core.records import read_rows
+from humpback.core.shards import seed_from
 
 
 def main() -> None:

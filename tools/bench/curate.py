@@ -15,11 +15,11 @@ import json
 import time
 from pathlib import Path
 
-from humpback.config import EngineConfig
+from humpback.core.config import EngineConfig
 from humpback.engines.transformers_engine import TransformersEngine
 from humpback.evaluate.common import auroc
-from humpback.scorers import SCORERS, ScorerConfig, shuffled_pairs
-from humpback.seed import BUILTIN_SEED_PATH
+from humpback.stages.scorers import SCORERS, ScorerConfig, shuffled_pairs
+from humpback.stages.seed import BUILTIN_SEED_PATH
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -24,13 +24,13 @@ from pathlib import Path
 
 import httpx
 
-from humpback.augment import AugmentConfig, backward_requests, run_augment
-from humpback.config import EngineConfig, GenerationConfig
-from humpback.corpus import run_prepare
+from humpback.stages.augment import AugmentConfig, backward_requests, run_augment
+from humpback.core.config import EngineConfig, GenerationConfig
+from humpback.stages.prepare import run_prepare
 from humpback.engines import make_engine
-from humpback.models import resolve
-from humpback.quickstart_corpus import build_quickstart_corpus
-from humpback.records import read_rows, write_parquet
+from humpback.core.models import resolve
+from humpback.stages.prepare.quickstart import build_quickstart_corpus
+from humpback.core.records import read_rows, write_parquet
 
 DATATROVE_H100_TOK_S = {"default settings": 28_400, "tuned": 45_500}
 

@@ -17,7 +17,7 @@ import time
 
 import torch
 
-from humpback.config import EngineConfig
+from humpback.core.config import EngineConfig
 from humpback.engines import GenerationRequest
 from humpback.engines.transformers_engine import TransformersEngine
 

@@ -39,10 +39,10 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
-from humpback.models import load_tokenizer, resolve
-from humpback.training import TrainConfig
-from humpback.training.data import forward_examples
-from humpback.training.sft import _token_lengths, build_trainer
+from humpback.core.models import load_tokenizer, resolve
+from humpback.stages.train import TrainConfig
+from humpback.stages.train.data import forward_examples
+from humpback.stages.train.sft import _token_lengths, build_trainer
 
 # Bench mode -> (TrainConfig.batching, group_by_length).
 MODES = {
@@ -102,7 +102,7 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     tmp_root = tempfile.TemporaryDirectory(prefix="bench-train-")
     if args.model == "tiny":
-        from humpback.models import build_tiny_model
+        from humpback.core.models import build_tiny_model
 
         smollm2 = resolve("smollm2-135m-instruct").path
         resolved = resolve(str(build_tiny_model(Path(tmp_root.name) / "tiny-llama", seed=0, tokenizer_from=smollm2)))

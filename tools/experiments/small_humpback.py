@@ -80,10 +80,10 @@ def parse_args(argv=None):
 
 def prepare_inputs(args, run: Path, timings: dict, train_cfg) -> dict[str, Path]:
     """Seed split, segments and backward model: from --from-run when it has them, else built here."""
-    from humpback.corpus import run_prepare
-    from humpback.quickstart_corpus import build_quickstart_corpus
-    from humpback.seed import import_seed
-    from humpback.training import is_finished, train_backward
+    from humpback.stages.prepare import run_prepare
+    from humpback.stages.prepare.quickstart import build_quickstart_corpus
+    from humpback.stages.seed import import_seed
+    from humpback.stages.train import is_finished, train_backward
 
     src = Path(args.from_run) if args.from_run else None
     paths: dict[str, Path] = {}
@@ -119,7 +119,7 @@ def prepare_inputs(args, run: Path, timings: dict, train_cfg) -> dict[str, Path]
 
 def uncurated_sample(candidates: Path, n: int, out: Path, seed: int) -> Path:
     """``n`` candidate pairs drawn at random (fixed seed): the same amount of augmented data, uncurated."""
-    from humpback.records import read_rows, write_parquet
+    from humpback.core.records import read_rows, write_parquet
 
     if out.is_file():
         return out
@@ -134,15 +134,15 @@ def main(argv=None) -> dict:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("humpback.eval").setLevel(logging.INFO)
 
-    from humpback.augment import AugmentConfig, run_augment
-    from humpback.config import GenerationConfig
-    from humpback.curate import CurateConfig, format_summary, run_curate
+    from humpback.stages.augment import AugmentConfig, run_augment
+    from humpback.core.config import GenerationConfig
+    from humpback.stages.curate import CurateConfig, format_summary, run_curate
     from humpback.evaluate import EvalConfig, evaluate_diversity, evaluate_heldout, evaluate_scorers
     from humpback.evaluate.heldout import format_heldout_summary
     from humpback.evaluate.scorer import ScorerSpec, format_scorer_summary
-    from humpback.scorers import ScorerConfig
-    from humpback.shards import count_rows
-    from humpback.training import TrainConfig, train_forward
+    from humpback.stages.scorers import ScorerConfig
+    from humpback.core.shards import count_rows
+    from humpback.stages.train import TrainConfig, train_forward
 
     run = Path(args.run_dir)
     run.mkdir(parents=True, exist_ok=True)
@@ -289,7 +289,7 @@ def collect(args, models, paths, heldout, sc_heldout, sc_cand, div, n_candidates
 
 def write_outputs(results: dict, run: Path) -> None:
     from humpback.evaluate.common import pyplot, save_figure
-    from humpback.records import atomic_path, write_json
+    from humpback.core.records import atomic_path, write_json
 
     write_json(results, run / "results.json")
     d = results["data"]

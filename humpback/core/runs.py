@@ -1,0 +1,351 @@
+"""Run directories: a manifest and resumable stages, shared by `humpback run` and `humpback rest`.
+
+RUN/manifest.json records the config (and its hash), package versions, each stage's input fingerprints and
+status/timing/result. A stage is skipped when it finished before with the same fingerprint, which covers its
+own parameters, its external inputs and the fingerprints of the stages it reads from, so a changed config or
+input re-runs that stage and every stage after it. A stage interrupted by a kill is re-entered with the same
+fingerprint and resumes inside (training checkpoints, datatrove completion markers, chunk checkpoints); one
+whose fingerprint changed has its outputs removed first, because the stage functions refuse or misread
+leftovers of a different configuration.
+
+A loop is a table of `Stage` values (what each reads, writes and runs) that `Run.walk` goes through in order;
+that walk is the one place a stage is skipped, timed, shown and recorded.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+import sys
+import time
+from contextlib import ExitStack
+from dataclasses import dataclass, field
+from importlib import metadata
+from pathlib import Path
+from typing import Any, Callable, Optional, Sequence, Union
+
+from pydantic import BaseModel, ConfigDict
+
+from . import console
+from .faults import fault_point
+from .locks import locked, output_lock_path
+from .records import write_json
+
+log = logging.getLogger("humpback.runs")
+
+MANIFEST = "manifest.json"
+PACKAGES = ("humpback", "torch", "transformers", "trl", "peft", "datatrove", "datasets", "pyarrow", "vllm")
+# Files up to this size are fingerprinted by content; bigger ones (and every file of a big folder) by size and
+# mtime, which is what a rewrite changes and costs nothing on a 100 GB corpus.
+CONTENT_HASH_LIMIT = 64 * 1024 * 1024
+_PACKAGE_DIR = Path(__file__).resolve().parents[1]  # inputs shipped inside it are named humpback:<path> (Run._key)
+
+
+class RunError(RuntimeError):
+    """A run cannot proceed as asked (unknown stage name, a failed stage); the message says which."""
+
+
+def package_versions() -> dict[str, str]:
+    out = {"python": sys.version.split()[0]}
+    for name in PACKAGES:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    return out
+
+
+def canonical_hash(obj: Any) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode("utf-8")).hexdigest()[:16]
+
+
+def _file_digest(path: Path, by_content: bool) -> str:
+    st = path.stat()
+    if not by_content:
+        return f"{st.st_size}:{st.st_mtime_ns}"
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()[:16]
+
+
+def fingerprint_path(path: str | os.PathLike) -> str:
+    """A short fingerprint of a file or folder (dot-files and work folders inside are ignored)."""
+    p = Path(path)
+    if not p.exists():
+        if "://" in str(path):  # a remote input: its address is all we can cheaply know
+            return "url:" + canonical_hash(str(path))
+        raise FileNotFoundError(f"{p}: input not found")
+    if p.is_file():
+        return _file_digest(p, p.stat().st_size <= CONTENT_HASH_LIMIT)
+    files = sorted(f for f in p.rglob("*") if f.is_file() and not any(part.startswith(".") for part in
+                                                                        f.relative_to(p).parts))
+    by_content = sum(f.stat().st_size for f in files) <= CONTENT_HASH_LIMIT
+    return canonical_hash([(str(f.relative_to(p)), _file_digest(f, by_content)) for f in files])
+
+
+@dataclass
+class StageRecord:
+    name: str
+    status: str = "pending"  # pending | running | done | failed
+    fingerprint: Optional[str] = None
+    inputs: dict[str, str] = field(default_factory=dict)
+    outputs: list[str] = field(default_factory=list)
+    started: Optional[float] = None
+    seconds: Optional[float] = None  # wall time of the run that finished it
+    finished: Optional[float] = None
+    result: dict[str, Any] = field(default_factory=dict)
+    error: Optional[str] = None
+
+
+class StageResult(BaseModel):
+    """What a stage returns and the manifest keeps (its ``result``); subclasses name their fields and say how
+    they read. Keys it does not name are kept as they are."""
+
+    model_config = ConfigDict(extra="allow", arbitrary_types_allowed=True)
+
+    @classmethod
+    def line(cls, stored: Optional[dict[str, Any]]) -> str:
+        """The terminal's line for a result as the manifest stores it ('' for none)."""
+        return cls.model_validate(stored).summary() if stored else ""
+
+    def summary(self) -> str:
+        """The stage's line in the terminal and the run summary."""
+        return ""
+
+    def card(self) -> Optional[str]:
+        """The stage's row text in the dataset card; None: the card does not list it."""
+        return None
+
+
+@dataclass
+class StageContext:
+    """What the stages of one walk see: the run and the stored results of the stages walked so far."""
+
+    run: Run
+    results: dict[str, dict[str, Any]] = field(default_factory=dict)
+    state: dict[str, Any] = field(default_factory=dict)  # a loop's own bookkeeping between its stages
+
+
+Params = Union[dict[str, Any], Callable[[StageContext], dict[str, Any]]]
+
+
+@dataclass
+class Stage:
+    """One stage of a run: up to date when it finished before with the same ``params``, the same fingerprints
+    of its ``inputs`` (paths outside the run) and the same finished stages in ``depends_on``, and its
+    ``outputs`` still exist. Values that are only known once earlier stages ran (the model a stage reads)
+    are functions of the context."""
+
+    name: str
+    run: Callable[[StageContext], Union[StageResult, dict[str, Any], None]]
+    params: Params
+    inputs: Sequence[str | os.PathLike] = ()
+    depends_on: Union[Sequence[str], Callable[[StageContext], Sequence[str]]] = ()
+    outputs: Sequence[str | os.PathLike] = ()
+    result: type[StageResult] = StageResult  # how its stored result reads back
+    skip: Optional[Callable[[StageContext], bool]] = None  # True: not walked at all (e.g. after an early stop)
+
+
+class Run:
+    """A run directory with a manifest; ``walk`` runs a table of stages, each unless it is already up to date."""
+
+    def __init__(self, run_dir: str | os.PathLike, config: dict[str, Any], kind: str,
+                 config_source: Optional[str] = None, order: Sequence[str] = ()) -> None:
+        self.dir = Path(run_dir)
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.kind = kind
+        self.order = list(order)  # the full stage list, so --from/--until can be checked and shown
+        self.config = config
+        self.config_hash = canonical_hash(config)
+        self.stages: dict[str, StageRecord] = {}
+        previous = self._load()
+        if previous and previous.get("kind") not in (None, kind):
+            raise RunError(f"{self.dir}: holds a '{previous.get('kind')}' run, not a '{kind}' run; "
+                           "use another --run-dir")
+        for name, rec in (previous or {}).get("stages", {}).items():
+            self.stages[name] = StageRecord(**rec)
+        self.created = (previous or {}).get("created", time.time())
+        self.config_source = config_source
+        self.forced: set[str] = set()
+        self.until: Optional[str] = None
+        self.timings: dict[str, float] = {}
+        self.save()
+
+    # ------------------------------------------------------------------------------------------ manifest
+    @property
+    def logs_dir(self) -> Path:
+        """RUN/logs/<stage>.log: everything a stage printed, in a quiet run."""
+        return self.dir / "logs"
+
+    @property
+    def manifest_path(self) -> Path:
+        return self.dir / MANIFEST
+
+    def _load(self) -> Optional[dict[str, Any]]:
+        if not self.manifest_path.is_file():
+            return None
+        try:
+            return json.loads(self.manifest_path.read_text(encoding="utf-8"))
+        except json.JSONDecodeError as e:
+            raise RunError(f"{self.manifest_path}: not valid JSON ({e}); move it away to start the run afresh")
+
+    def save(self) -> None:
+        write_json({
+            "kind": self.kind,
+            "created": self.created,
+            "updated": time.time(),
+            "config_source": self.config_source,
+            "config_hash": self.config_hash,
+            "config": self.config,
+            "versions": package_versions(),
+            "stage_order": self.order,
+            "stages": {name: vars(rec) for name, rec in self.stages.items()},
+        }, self.manifest_path)
+
+    # ------------------------------------------------------------------------------------------ selection
+    def select(self, start: Optional[str] = None, until: Optional[str] = None) -> None:
+        """--from START re-runs START and everything after it; --until UNTIL stops after UNTIL."""
+        for name, what in ((start, "--from"), (until, "--until")):
+            if name is not None and name not in self.order:
+                raise RunError(f"{what} {name}: unknown stage; stages are: {', '.join(self.order)}")
+        if start is not None:
+            self.forced = set(self.order[self.order.index(start):])
+        self.until = until
+
+    def reached_end(self, name: str) -> bool:
+        return self.until is not None and self.order.index(name) >= self.order.index(self.until)
+
+    # ------------------------------------------------------------------------------------------ stages
+    def fingerprint(self, params: dict[str, Any], inputs: dict[str, str], after: Sequence[str]) -> str:
+        upstream = {}
+        for dep in after:
+            rec = self.stages.get(dep)
+            if rec is None or rec.status != "done":
+                raise RunError(f"stage needs '{dep}' to have finished first")
+            # the finish time too: an upstream stage re-made (e.g. its output was deleted) invalidates readers
+            upstream[dep] = [rec.fingerprint, rec.finished]
+        return canonical_hash({"params": params, "inputs": inputs, "after": upstream})
+
+    def _key(self, path: str | os.PathLike) -> str:
+        """Inputs inside the run folder are named relative to it, so a moved or copied run stays current; files
+        shipped inside the package (the builtin seed) relative to the package, so a reinstall elsewhere does too."""
+        for prefix, root in (("RUN/", self.dir), ("humpback:", _PACKAGE_DIR)):
+            try:
+                return prefix + Path(path).resolve().relative_to(root.resolve()).as_posix()
+            except ValueError:
+                pass
+        return str(path)
+
+    def is_done(self, name: str) -> bool:
+        rec = self.stages.get(name)
+        return bool(rec and rec.status == "done")
+
+    def walk(self, stages: Sequence[Stage]) -> StageContext:
+        """Run the stages in order, each unless it is up to date, stopping after --until's stage; the context
+        holds every walked stage's stored result."""
+        ctx = StageContext(self)
+        for st in stages:
+            if st.skip is not None and st.skip(ctx):
+                continue
+            ctx.results[st.name] = self.stage(st, ctx)
+            if self.reached_end(st.name):
+                break
+        return ctx
+
+    def stage(self, st: Stage, ctx: StageContext) -> dict[str, Any]:
+        """Run stage ``st`` unless it is up to date; return its stored (JSON) result."""
+        name = st.name
+        params = st.params(ctx) if callable(st.params) else st.params
+        after = st.depends_on(ctx) if callable(st.depends_on) else st.depends_on
+        input_fps = {self._key(p): fingerprint_path(p) for p in st.inputs}
+        fp = self.fingerprint(params, input_fps, after)
+        rec = self.stages.get(name)
+        outs = [Path(o) for o in st.outputs]
+        fresh = (rec is not None and rec.status == "done" and rec.fingerprint == fp
+                 and all(o.exists() for o in outs) and name not in self.forced)
+        if fresh:
+            log.warning("[%s] up to date (finished in %.0fs earlier); skipped", name, rec.seconds or 0)
+            self.timings[name] = 0.0
+            return rec.result
+        # the locks the stage commands take on the same outputs: `humpback augment -o RUN/augment` meanwhile is
+        # refused (as a second `humpback run` is by RUN/.lock), and this stage waits for nobody's leftovers
+        command = "run" if self.kind == "humpback" else self.kind
+        with ExitStack() as held:
+            for o in outs:
+                held.enter_context(locked(output_lock_path(o), f"humpback {command} stage {name}"))
+            return self._run_stage(st, ctx, rec, fp, input_fps, outs)
+
+    def _run_stage(self, st: Stage, ctx: StageContext, rec: Optional[StageRecord], fp: str,
+                   input_fps: dict[str, str], outs: list[Path]) -> dict[str, Any]:
+        name = st.name
+        if rec is not None and (rec.fingerprint != fp or name in self.forced):
+            # outputs of another configuration (or a forced re-run): remove them so nothing stale is reused
+            for o in outs:
+                _remove(o)
+            why = "forced by --from" if name in self.forced else "its inputs or settings changed"
+            log.warning("[%s] re-running: %s", name, why)
+        elif rec is not None and rec.status in ("running", "failed"):
+            log.warning("[%s] resuming an interrupted run", name)
+        self.forced.discard(name)
+        rec = StageRecord(name=name, status="running", fingerprint=fp, inputs=input_fps,
+                          outputs=[str(o) for o in outs], started=time.time())
+        self.stages[name] = rec
+        self.save()
+        quiet = console.is_quiet()
+        if not quiet:
+            print(f"\n=== [{name}] ===", flush=True)
+        t0 = time.perf_counter()
+        try:
+            with console.stage(name, self.logs_dir / f"{name}.log") as shown:
+                result = st.run(ctx) or {}
+                if isinstance(result, StageResult):
+                    result = result.model_dump()
+                try:
+                    shown.result = st.result.line(json.loads(json.dumps(result, default=str)))
+                except Exception as e:  # a summary line must never fail a finished stage
+                    shown.result = f"({type(e).__name__} describing the result)"
+        except BaseException as e:
+            rec.status = "failed"
+            rec.error = f"{type(e).__name__}: {e}"
+            rec.seconds = round(time.perf_counter() - t0, 1)
+            self.save()
+            raise
+        rec.seconds = round(time.perf_counter() - t0, 1)
+        rec.status = "done"
+        rec.finished = time.time()
+        rec.result = json.loads(json.dumps(result, default=str))
+        self.timings[name] = rec.seconds
+        self.save()
+        fault_point("run.stage_done")
+        if not quiet:
+            print(f"--- [{name}] done in {rec.seconds:.1f}s", flush=True)
+        return rec.result
+
+    def summary_rows(self) -> list[dict[str, Any]]:
+        rows = []
+        for name in self.order:
+            rec = self.stages.get(name)
+            rows.append({"stage": name, "status": rec.status if rec else "pending",
+                         "seconds": rec.seconds if rec else None,
+                         "this_run": self.timings.get(name)})
+        return rows
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+    elif path.exists() or path.is_symlink():
+        path.unlink()
+    # siblings that stage functions use as their temporary/partial locations
+    for sibling in (path.with_name(path.name + ".partial"),):
+        if sibling.exists():
+            shutil.rmtree(sibling) if sibling.is_dir() else sibling.unlink()
+
+
+__all__ = ["Run", "RunError", "Stage", "StageContext", "StageRecord", "StageResult", "canonical_hash",
+           "fingerprint_path", "package_versions"]
