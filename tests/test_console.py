@@ -107,7 +107,7 @@ def test_on_a_terminal_the_live_line_does_not_echo_the_stage_output(tmp_path):
     import pty
 
     log_file = tmp_path / "logs" / "x.log"
-    code = ("from pathlib import Path\nfrom humpback import console\nwith console.quiet():\n"
+    code = ("from pathlib import Path\nfrom humpback.core import console\nwith console.quiet():\n"
             f"    with console.stage('x', Path({str(log_file)!r})):\n        print('stage output')\n")
     master, slave = pty.openpty()
     proc = subprocess.Popen([sys.executable, "-c", code], stdout=slave, stderr=slave, close_fds=True)

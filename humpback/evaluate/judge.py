@@ -6,7 +6,7 @@ in both orders, 0 when it prefers the baseline in both, and 0.5 (a tie, counted 
 follows the position. Identical answers are a tie without asking the judge.
 
 The verdict is read, by preference, from the judge's next-token probabilities of "A" and "B" after the
-prompt (``prompts/judge_pairwise.jinja``): there is no text to parse, and the probability is kept. A judge
+prompt (``resources/prompts/judge_pairwise.jinja``): there is no text to parse, and the probability is kept. A judge
 engine that cannot give log-probabilities (e.g. an endpoint without them) generates a short reason and a
 last line ``Verdict: A|B`` instead, parsed strictly; an unparseable verdict counts as half for that order
 and is reported, never dropped.
