@@ -188,22 +188,18 @@ def _scorer_summary(spec: ScorerSpec, kind: str, results: dict, vals: dict[str, 
         "kind": kind, "model": spec.model, "auroc": shuffled["auroc"], "auroc_ci": shuffled["auroc_ci"],
         "mean_real": float(np.mean(present)) if present else None, "mean_shuffled": shuffled["mean"],
         "null_real": n - len(present), "null_shuffled": shuffled["null"],
-        "value": VALUE_NAMES.get(kind, "score"),
+        "value": SCORERS.get(kind).value_name,
         "histogram_real": histogram(r_vals), "histogram_shuffled": shuffled["histogram"],
         "negatives": per_kind,
         "min_negative_auroc": min((v["auroc"] for v in per_kind.values() if v["auroc"] is not None), default=None),
     }
-    if kind not in ("pmi", "humpback"):  # the 1-5 scores themselves, nulls (unparseable answers) counted
+    if not SCORERS.get(kind).mapped:  # the 1-5 scores themselves, nulls (unparseable answers) counted
         for name in ("real", "shuffled"):
             counts = {str(k): 0 for k in range(1, 6)} | {"null": 0}
             for row in results[name]:
                 counts["null" if row["score"] is None else str(int(row["score"]))] += 1
             info[f"scores_{name}"] = counts
     return info
-
-
-VALUE_NAMES = {"pmi": "pmi (nats/token)", "rubric": "expected score", "rubric-generate": "parsed score",
-               "humpback": "blend of likelihood features (nats)"}
 
 
 def _score_rows(real, negs, values, rows_real):

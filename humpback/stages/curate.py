@@ -38,8 +38,8 @@ from ..core.records import (
     write_json,
 )
 from .scorers import (
-    CONTINUOUS,
     ScorerConfig,
+    is_mapped,
     auto_kind,
     make_scorer,
     pmi_to_scores,
@@ -198,7 +198,7 @@ def _plot_histogram(hist: dict[str, int], title: str, path: Path) -> None:
 def _finalise(scored_dir: Path, out: Path, cfg: CurateConfig, kind: str) -> tuple[dict, list[float]]:
     files = parquet_files(scored_dir)
     cuts: list[float] = []
-    if kind in CONTINUOUS:
+    if is_mapped(kind):
         all_pmi = [v for f in files for v in pq.read_table(f, columns=["pmi"]).column("pmi").to_pylist()]
         _, cuts = pmi_to_scores(all_pmi, cfg.scorer)
     all_scores: list[Optional[float]] = []
@@ -206,7 +206,7 @@ def _finalise(scored_dir: Path, out: Path, cfg: CurateConfig, kind: str) -> tupl
     selected = 0
     for f in files:
         rows = pq.read_table(f).to_pylist()
-        if kind in CONTINUOUS:
+        if is_mapped(kind):
             mapped, _ = pmi_to_scores([r["pmi"] for r in rows], cfg.scorer.model_copy(
                 update={"pmi_mapping": "thresholds", "pmi_cuts": cuts}))
             for r, s in zip(rows, mapped):
@@ -273,7 +273,7 @@ def self_check(model: str, cfg: CurateConfig, pairs_dir: Path, scored_dir: Path,
               "mean_shuffled": per_kind["shuffled"]["mean"], "negatives": per_kind}
     weak = {k: v["auroc"] for k, v in per_kind.items() if v["auroc"] is None or v["auroc"] < AUROC_WARN}
     if weak:
-        advice = "a stronger scoring model" if kind in CONTINUOUS else "--scorer humpback or a stronger model"
+        advice = "a stronger scoring model" if is_mapped(kind) else "--scorer humpback or a stronger model"
         small = f"; only {len(sample)} pairs were checked, so the estimate is rough" if len(sample) < 20 else ""
         told = ", ".join(f"{k} {'n/a' if v is None else round(v, 3)}" for k, v in weak.items())
         result["warning"] = (f"this scorer cannot tell real pairs from bad ones on this data (AUROC {told} "

@@ -99,6 +99,10 @@ def register_scorer(cls: type[Scorer]) -> type[Scorer]:
 class Scorer:
     kind: str
     needs: tuple[str, ...] = ()
+    # True: the raw value (in ``pmi``) is mapped to 1-5 over the whole run (quantiles or thresholds); False:
+    # ``score`` is already 1-5
+    mapped: bool = False
+    value_name: str = "score"  # what ``continuous`` returns, as eval scorer's table names it
 
     def __init__(self, engine: Engine, cfg: ScorerConfig) -> None:
         self.engine, self.cfg = engine, cfg
@@ -125,6 +129,7 @@ class Scorer:
 class RubricScorer(Scorer):
     kind = "rubric"
     needs = (CHOICE_LOGPROBS,)
+    value_name = "expected score"
 
     def score(self, pairs):
         prompts = [self.engine.format_chat(self._messages(p, False)) + self.cfg.answer_prefix for p in pairs]
@@ -152,6 +157,7 @@ class RubricScorer(Scorer):
 class RubricGenerateScorer(Scorer):
     kind = "rubric-generate"
     needs = (GENERATE,)
+    value_name = "parsed score"
 
     def score(self, pairs):
         reqs = [GenerationRequest(messages=self._messages(p, True), temperature=self.cfg.temperature,
@@ -218,6 +224,8 @@ def pmi_of(uncond, cond) -> Optional[float]:
 class PMIScorer(Scorer):
     kind = "pmi"
     needs = (CONTINUATION_LOGPROBS,)
+    mapped = True
+    value_name = "pmi (nats/token)"
 
     def score(self, pairs):
         both = conditional_logprobs(self.engine, [p["output"] for p in pairs], [[p["instruction"]] for p in pairs],
@@ -281,6 +289,8 @@ def reverse_logprobs(engine: Engine, outputs: Sequence[str], instructions: Seque
 class HumpbackScorer(Scorer):
     kind = "humpback"
     needs = (CONTINUATION_LOGPROBS,)
+    mapped = True
+    value_name = "blend of likelihood features (nats)"
 
     def features(self, pairs: Sequence[dict]) -> list[Optional[dict]]:
         """The blend's inputs per pair (None when the output or the instruction has no tokens)."""
@@ -333,7 +343,9 @@ class HumpbackScorer(Scorer):
         return row["pmi"]
 
 
-CONTINUOUS = ("pmi", "humpback")  # scorers whose raw value is mapped to 1-5 over the run
+def is_mapped(kind: str) -> bool:
+    """Whether scorer ``kind``'s raw value is mapped to 1-5 over the run (``Scorer.mapped``)."""
+    return SCORERS.get(kind).mapped
 
 
 def make_scorer(engine: Engine, cfg: ScorerConfig) -> Scorer:
