@@ -64,13 +64,18 @@ class RewardConfig(StrictModel):
     options: dict[str, Any] = Field(default_factory=dict)  # the reward's own keys (checked by the reward)
 
 
-class SamplingConfig(StrictModel):
-    samples: int = Field(32, ge=1)  # N per problem
+class Decoding(StrictModel):
+    """How solutions are sampled: shared by the E-step and the held-out evaluation."""
+
     temperature: float = Field(0.7, ge=0.0)
     top_k: int | None = Field(40, ge=1)
     top_p: float = Field(1.0, gt=0.0, le=1.0)
     max_tokens: int = Field(512, ge=1)
     stop: list[str] = Field(default_factory=list)
+
+
+class SamplingConfig(Decoding):
+    samples: int = Field(32, ge=1)  # N per problem
     seed: int = 0
     chunk_problems: int = Field(8, ge=1)  # problems per checkpointed chunk: a kill loses at most one chunk
 
@@ -81,16 +86,11 @@ class EStepConfig(SamplingConfig):
     keep_truncated: bool = False
 
 
-class EvalConfig(StrictModel):
+class EvalConfig(Decoding):
     """Held-out evaluation after every iteration (and of the base model as iteration 0)."""
 
     greedy: bool = True  # pass@1 from one greedy solution per problem
     samples: int = Field(8, ge=0)  # k sampled solutions per problem for pass@k and majority vote (0: none)
-    temperature: float = Field(0.7, ge=0.0)
-    top_k: int | None = Field(40, ge=1)
-    top_p: float = Field(1.0, gt=0.0, le=1.0)
-    max_tokens: int = Field(512, ge=1)
-    stop: list[str] = Field(default_factory=list)
     seed: int = 1234
     chunk_problems: int = Field(16, ge=1)
 
