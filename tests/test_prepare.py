@@ -475,10 +475,29 @@ def test_markdown_records_keep_provenance_and_exact_spans(corpus):
 def test_segment_ids_are_stable_hashes_of_content_and_provenance(corpus):
     from humpback.stages.prepare.segment import segment_id
 
-    for r in corpus["rows"]:
+    jsonl = [r for r in corpus["rows"] if r["source"].endswith("readmes.jsonl")]
+    assert jsonl
+    for r in jsonl:  # a file given as an input: its path relative to itself is its name
         assert r["segment_id"] == segment_id(
-            r["source"], r["doc_id"], r["char_start"], r["char_end"], r["text"]
+            "readmes.jsonl", r["doc_id"], r["char_start"], r["char_end"], r["text"]
         )
+    assert len({r["segment_id"] for r in corpus["rows"]}) == len(corpus["rows"])
+
+
+def test_segment_ids_do_not_depend_on_where_the_corpus_lies(tmp_path):
+    # ids seed augment's sampling and every sample drawn from the segments: a run must not change with its folder
+    ids = []
+    for where in ("here", "elsewhere/deeper"):
+        folder = tmp_path / where / "docs"
+        folder.mkdir(parents=True)
+        (folder / "kit.md").write_text(markdown_doc("kit", SOFTWARE_README), encoding="utf-8")
+        with open(folder / "notes.jsonl", "w", encoding="utf-8") as f:
+            f.write(json.dumps({"id": "n1", "text": markdown_doc("notes", SOFTWARE_README)}) + "\n")
+        run_prepare([str(folder)], tmp_path / where / "out", overrides={"progress": False, "dedup.minhash": False})
+        rows = pq.read_table(tmp_path / where / "out" / "segments").to_pylist()
+        assert rows and all(str(folder) in r["source"] for r in rows)  # provenance keeps the real path
+        ids.append(sorted(r["segment_id"] for r in rows))
+    assert ids[0] == ids[1]
 
 
 def test_no_exact_duplicates_and_dedup_is_counted(corpus):

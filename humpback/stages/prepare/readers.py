@@ -549,6 +549,9 @@ class CorpusReader(PipelineStep):
             is_html = self.cfg.html == "always" or (self.cfg.html == "auto" and looks_like_html(text))
         meta = {
             "source": unit.url,
+            # the path relative to the input given: segment ids hash it, so a corpus moved to another folder
+            # or machine keeps its ids (and every seeded choice made from them)
+            "source_key": unit.rel,
             "doc_id": doc_id,
             "url": url if isinstance(url, str) and url else None,
             "title": title.strip() if isinstance(title, str) and title.strip() else None,

@@ -287,7 +287,8 @@ def _visit(text: str, sec: Section, rules: SegmentRules, out: list[Candidate]) -
 
 
 def segment_id(source: str, doc_id: str, start: int, end: int, text: str) -> str:
-    """Stable over reruns: a hash of where the segment comes from and what it says."""
+    """Stable over reruns and over moves of the corpus: a hash of where the segment comes from (its file's path
+    relative to the input given, the document, the span) and what it says."""
     h = hashlib.sha256()
     for part in (source or "", doc_id or "", str(start), str(end), text):
         h.update(part.encode("utf-8", "surrogatepass"))
@@ -321,7 +322,7 @@ class Segmenter(PipelineStep):
                 kept += 1
                 seg_text = doc.text[c.start : c.end]
                 source, doc_id = meta.get("source") or "", meta.get("doc_id") or doc.id
-                sid = segment_id(source, doc_id, c.start, c.end, seg_text)
+                sid = segment_id(meta.get("source_key") or source, doc_id, c.start, c.end, seg_text)
                 self.stat_update("forwarded")
                 yield Document(
                     text=seg_text,
