@@ -85,6 +85,8 @@ class RunView:
         return Layout(self.root)
 
     def status(self, name: str) -> str:
+        if name in (self.manifest.get("stopped") or ()):
+            return "stopped"  # not run after the collapse guard's early stop (humpback.guard)
         rec = self.stages.get(name)
         return rec.status if rec else "pending"
 
@@ -179,7 +181,7 @@ def _overview(view: RunView) -> str:
             ("versions", ", ".join(f"{k} {v}" for k, v in (m.get("versions") or {}).items())),
             ("stages done", f"{len(done)} of {len(view.order)}")]
     body = _table(None, rows, "facts")
-    left = [f"{n} ({view.status(n)})" for n in view.order if view.status(n) != "done"]
+    left = [f"{n} ({view.status(n)})" for n in view.order if view.status(n) not in ("done", "stopped")]
     if left:
         body += _missing("This run is not finished: " + ", ".join(left) + ". Sections below show what exists.")
     warnings = [(n, rec.result.get("warning")) for n, rec in view.stages.items() if (rec.result or {}).get("warning")]
@@ -204,7 +206,7 @@ def _stage_table(view: RunView) -> str:
             what = f"{what} {rec.error}".strip()
             log = view.root / "logs" / f"{name}.log"  # where a quiet run keeps what the stage printed
             what += f" (log: RUN/logs/{name}.log)" if log.is_file() else ""
-        status = rec.status if rec else "pending"
+        status = view.status(name)
         rows.append((name, Html(f'<span class="st-{_e(status)}">{_e(status)}</span>'),
                      "-" if not rec or rec.seconds is None else f"{rec.seconds:.1f}", what, drops))
     rows.append(("total", "", f"{total:.1f}", "", ""))
