@@ -12,7 +12,8 @@ RUN/ layout (every stage writes only its own folder; humpback.core.runs keeps RU
     models/backward, m0, m1 …   trained models (model card, loss curve, training_summary.json inside)
     augment/                    pairs/, rejected/, stats.json             (humpback augment)
     curate/r1, r2 …             scores/, curated/, stats.json, score_hist.png; rN is scored by m(N-1)
-    export/                     the final round's curated dataset + dataset card (humpback export)
+    eval/                       backward/ (eval-backward), eval-m0, eval-m1 … and forward-nll/ (humpback.guard)
+    export/                     the result round's curated dataset + dataset card (humpback export)
 """
 
 from __future__ import annotations
@@ -220,7 +221,8 @@ def heldout_sets(cfg: RunConfig, lay: Layout) -> dict[str, str]:
 
 def build_stages(cfg: RunConfig, lay: Layout) -> list[Stage]:
     """The loop as a table: corpus (quickstart only), prepare, seed, backward, eval-backward (if enabled),
-    augment, m0, then curate-rN / mN for each round, then export (if enabled); each names what it reads."""
+    augment, m0, eval-m0, then curate-rN / mN / eval-mN for each round (eval-mN if evaluate.forward; the rounds
+    after a regression are skipped by the collapse guard), then export (if enabled); each names what it reads."""
     stages: list[Stage] = []
     corpus_stage: list[str] = []
     if QUICKSTART_CORPUS in cfg.corpus.inputs:
