@@ -115,7 +115,8 @@ def test_the_loop_is_a_table_whose_stages_name_what_they_read(tmp_path):
         after = st.depends_on(StageContext(None, {n: {} for n in names[:i]})) if callable(st.depends_on) \
             else st.depends_on
         assert set(after) <= set(names[:i]), st.name
-    assert dict((st.name, list(st.depends_on)) for st in stages)["curate-r2"] == ["augment", "m1"]
+    assert dict((st.name, list(st.depends_on)) for st in stages if not callable(st.depends_on))["curate-r2"] == \
+        ["augment", "m1"]
     cfg = RunConfig(rounds=1, corpus={"inputs": [str(tmp_path)]}, export={"enabled": False},
                     evaluate={"backward": False, "forward": False})
     assert [st.name for st in build_stages(cfg, Layout(tmp_path))] == ["prepare", "seed", "backward", "augment",
