@@ -156,7 +156,7 @@ def format_round_table(results: Mapping[str, Mapping[str, Any]], result: Optiona
     widths = [max(len(c) for c in col) for col in zip(header, *rows)]
     lines = ["", f"forward models on held-out human outputs (NLL per token, system {SYSTEM}; 95% intervals; "
                  "Δ previous: paired difference to the round before, above 0 is worse):"]
-    lines += ["  " + "  ".join(c.ljust(w) for c, w in zip(row, widths)) for row in [header, *rows]]
+    lines += [("  " + "  ".join(c.ljust(w) for c, w in zip(row, widths))).rstrip() for row in [header, *rows]]
     if result.get("stopped_after"):
         lines.append(f"  stopped after {result['stopped_after']}: the run's result is round {result['round']} "
                      f"(models/{result['model']}, {result['tier']}); loop.stop_on_regression: false continues")
