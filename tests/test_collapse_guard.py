@@ -125,6 +125,12 @@ def test_the_per_round_table_in_summary_and_card(stopped_run):
     assert lines[3].startswith("| 2 | m2 |") and lines[3].endswith("| stopped here |")
     assert "The run stopped early (loop.stop_on_regression): m2 is worse than m1" in section
 
+    from humpback.analysis.report import write_report
+
+    page = write_report(tmp / "run").read_text(encoding="utf-8")
+    assert "Forward models on held-out human outputs" in page and "stopped here" in page
+    assert page.count('<span class="st-stopped">stopped</span>') == 3 and "This run is not finished" not in page
+
 
 def test_rerunning_a_stopped_run_keeps_it_stopped(stopped_run):
     tmp, cfg, _, _ = stopped_run
