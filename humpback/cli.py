@@ -434,7 +434,8 @@ def init_cmd(directory, force) -> None:
 def run_cmd(config_path, run_dir, start, until, sets) -> None:
     """Run the Humpback loop described by CONFIG (YAML); rerunning resumes and skips finished stages.
 
-    Stages: corpus (quickstart only), prepare, seed, backward, augment, m0, curate-r1, m1, ... export.
+    Stages: corpus (quickstart only), prepare, seed, backward, eval-backward, augment, m0, eval-m0, curate-r1, m1,
+    eval-m1, ... export (eval-mN: the collapse guard, docs/run.md).
     """
     from .core.config import parse_set_options
     from .loop import RunConfig, format_run_summary, run_loop

@@ -12,7 +12,8 @@ RUN/ layout (every stage writes only its own folder; humpback.core.runs keeps RU
     models/backward, m0, m1 …   trained models (model card, loss curve, training_summary.json inside)
     augment/                    pairs/, rejected/, stats.json             (humpback augment)
     curate/r1, r2 …             scores/, curated/, stats.json, score_hist.png; rN is scored by m(N-1)
-    export/                     the final round's curated dataset + dataset card (humpback export)
+    eval/                       backward/ (eval-backward), eval-m0, eval-m1 … and forward-nll/ (humpback.guard)
+    export/                     the result round's curated dataset + dataset card (humpback export)
 """
 
 from __future__ import annotations
@@ -34,7 +35,8 @@ from .core.records import read_table
 from .core.runs import Run, Stage, StageContext
 from .stages.seed import seed_source_path
 from .core.results import (AugmentSummary, CorpusSummary, CurateSummary, EvalBackwardSummary, ExportSummary,
-                            PrepareSummary, SeedSummary, TrainSummary, describe, fig)
+                            PrepareSummary, RoundEvalSummary, SeedSummary, TrainSummary, describe, fig)
+from .guard import SYSTEM, eval_stage, evaluate_round, format_round_table, standing
 from .stages.train.config import TrainConfig
 
 log = logging.getLogger(__name__)
@@ -74,6 +76,17 @@ class EvaluateSettings(StrictModel):
     # held-out human (instruction, output) files nobody trained on (e.g. `humpback eval faq-pairs debian-faq`),
     # evaluated beside the seed's held-out split
     heldout: list[str] = Field(default_factory=list)
+    # eval-m0, eval-m1, ...: each forward model's held-out NLL beside the previous one's and its tier's diversity,
+    # what the collapse guard (loop.stop_on_regression) decides on
+    forward: bool = True
+    forward_sample: int = Field(200, ge=-1)  # held-out examples per set (-1: all); the CI narrows with more
+    diversity_sample: int = Field(500, ge=-1)  # tier instructions measured (-1: all)
+
+
+class LoopSettings(StrictModel):
+    # M(N+1) worse than M(N) on a held-out set (NLL difference's 95% CI above 0, N >= 1): round N is the run's
+    # result and the later rounds are not run; false: warn and go on (docs/run.md, the collapse guard)
+    stop_on_regression: bool = True
 
 
 class RunConfig(StrictModel):
@@ -93,6 +106,7 @@ class RunConfig(StrictModel):
     curate: CurateConfig = Field(default_factory=CurateConfig)
     export: ExportSettings = Field(default_factory=ExportSettings)
     evaluate: EvaluateSettings = Field(default_factory=EvaluateSettings)
+    loop: LoopSettings = Field(default_factory=LoopSettings)
 
     @model_validator(mode="after")
     def _one_base(self) -> RunConfig:
@@ -193,13 +207,22 @@ def _run_stages(cfg: RunConfig, root: Path, config_path: str, start: Optional[st
               order=[st.name for st in stages])
     run.select(start, until)
     log.warning("run %s: %d stages -> %s", cfg.name, len(stages), root)
-    run.walk(stages)
+    ctx = run.walk(stages)
+    run.result = standing(ctx.results, cfg.rounds, cfg.loop.stop_on_regression).as_manifest()
+    run.save()
     return run
+
+
+def heldout_sets(cfg: RunConfig, lay: Layout) -> dict[str, str]:
+    """The held-out sets the run evaluates on, by name: the seed's split when it has rows, then evaluate.heldout."""
+    sets = {} if not lay.heldout.exists() or not len(read_table(lay.heldout)) else {"seed-heldout": str(lay.heldout)}
+    return sets | {Path(h).stem: h for h in cfg.evaluate.heldout}
 
 
 def build_stages(cfg: RunConfig, lay: Layout) -> list[Stage]:
     """The loop as a table: corpus (quickstart only), prepare, seed, backward, eval-backward (if enabled),
-    augment, m0, then curate-rN / mN for each round, then export (if enabled); each names what it reads."""
+    augment, m0, eval-m0, then curate-rN / mN / eval-mN for each round (eval-mN if evaluate.forward; the rounds
+    after a regression are skipped by the collapse guard), then export (if enabled); each names what it reads."""
     stages: list[Stage] = []
     corpus_stage: list[str] = []
     if QUICKSTART_CORPUS in cfg.corpus.inputs:
@@ -254,16 +277,12 @@ def build_stages(cfg: RunConfig, lay: Layout) -> list[Stage]:
                         outputs=[lay.model("backward")], result=TrainSummary))
 
     if cfg.evaluate.backward:
-        sets = {"seed-heldout": str(lay.heldout), **{Path(h).stem: h for h in cfg.evaluate.heldout}}
-
         def eval_backward(ctx: StageContext) -> EvalBackwardSummary:
             from .evaluate.backward import BackwardEvalConfig, evaluate_backward, format_backward_table
             from .evaluate.common import EvalConfig
 
             results = {}
-            for name, path in sets.items():
-                if name == "seed-heldout" and (not lay.heldout.exists() or not len(read_table(lay.heldout))):
-                    continue  # heldout_fraction 0: nothing held out
+            for name, path in heldout_sets(cfg, lay).items():
                 summary = evaluate_backward(
                     path, str(lay.model("backward")), lay.eval / "backward" / name,
                     config=EvalConfig(engine=cfg.augment.engine.model_copy(update={"progress": False})),
@@ -313,29 +332,74 @@ def build_stages(cfg: RunConfig, lay: Layout) -> list[Stage]:
             return CurateSummary.of(stats)
         return _curate
 
+    def evaluate(r: int):
+        def _evaluate(ctx: StageContext) -> RoundEvalSummary:
+            models = [str(lay.model(f"m{k}")) for k in (r - 1, r) if k >= 0]
+            result = RoundEvalSummary(**evaluate_round(
+                r, models, heldout_sets(cfg, lay), lay.curate(r) / "curated" if r else None, lay.eval / eval_stage(r),
+                engine=cfg.curate.engine, sample=cfg.evaluate.forward_sample,
+                diversity_sample=cfg.evaluate.diversity_sample, work=lay.eval / "forward-nll"))
+            print(result.summary())
+            return result
+        return _evaluate
+
+    def stopped(ctx: StageContext) -> bool:
+        """After M(N+1) regressed with loop.stop_on_regression: the later rounds are not walked."""
+        st = standing(ctx.results, cfg.rounds, cfg.loop.stop_on_regression)
+        if st.stopped_after and not ctx.state.get("guard_logged"):
+            log.warning("collapse guard: stopping after %s; the run's result is round %d (models/m%d). %s "
+                        "(loop.stop_on_regression: false goes on)", st.stopped_after, st.round, st.round, st.reason)
+            ctx.state["guard_logged"] = True
+        return st.stopped_after is not None
+
+    def add_eval(r: int) -> None:
+        if cfg.evaluate.forward:
+            stages.append(Stage(
+                eval_stage(r), evaluate(r), params={
+                    "heldout": cfg.evaluate.heldout, "sample": cfg.evaluate.forward_sample,
+                    "diversity_sample": cfg.evaluate.diversity_sample, "system": SYSTEM,
+                    "engine": cfg.curate.engine.model_dump(mode="json")},
+                inputs=cfg.evaluate.heldout, depends_on=["seed", *(f"m{k}" for k in (r - 1, r) if k >= 0)]
+                + ([f"curate-r{r}"] if r else []), outputs=[lay.eval / eval_stage(r)], result=RoundEvalSummary,
+                skip=stopped))
+
     stages.append(Stage("m0", forward("m0", []), params=forward_cfg.model_dump(mode="json"), depends_on=["seed"],
                         outputs=[lay.model("m0")], result=TrainSummary))
+    add_eval(0)
     for r in range(1, cfg.rounds + 1):
         out = lay.curate(r)
         stages.append(Stage(f"curate-r{r}", curate(lay.model(f"m{r - 1}"), out),
                             params=cfg.curate.model_dump(mode="json"), depends_on=["augment", f"m{r - 1}"],
-                            outputs=[out], result=CurateSummary))
+                            outputs=[out], result=CurateSummary, skip=stopped))
         stages.append(Stage(f"m{r}", forward(f"m{r}", [str(out / "curated")]),
                             params=forward_cfg.model_dump(mode="json"), depends_on=["seed", f"curate-r{r}"],
-                            outputs=[lay.model(f"m{r}")], result=TrainSummary))
+                            outputs=[lay.model(f"m{r}")], result=TrainSummary, skip=stopped))
+        add_eval(r)
 
     if cfg.export.enabled:
+        def result_round(ctx: StageContext) -> int:
+            return standing(ctx.results, cfg.rounds, cfg.loop.stop_on_regression).round or cfg.rounds
+
         def export(ctx: StageContext) -> ExportSummary:
             from .stages.export import export_dataset
 
+            # the card reads the run's result from the manifest
+            ctx.run.result = standing(ctx.results, cfg.rounds, cfg.loop.stop_on_regression).as_manifest()
+            ctx.run.save()
             result = export_dataset(lay.root, lay.export, min_score=cfg.export_min_score(),
                                     with_seed=cfg.export.with_seed, license=cfg.export.license,
-                                    pretty_name=cfg.export.pretty_name or f"humpback {cfg.name}")
+                                    pretty_name=cfg.export.pretty_name or f"humpback {cfg.name}",
+                                    round=result_round(ctx))
             print(result.summary())
             return ExportSummary(**result.as_dict())
 
-        stages.append(Stage("export", export, params=cfg.export.model_dump(mode="json") | {
-            "min": cfg.export_min_score()}, depends_on=[f"curate-r{cfg.rounds}", f"m{cfg.rounds}"],
+        def export_after(ctx: StageContext) -> list[str]:
+            # the result round's tier and model, and every eval the card shows
+            r = result_round(ctx)
+            return [f"curate-r{r}", f"m{r}", *(n for n in ctx.results if n.startswith("eval-m"))]
+
+        stages.append(Stage("export", export, params=lambda ctx: cfg.export.model_dump(mode="json") | {
+            "min": cfg.export_min_score(), "round": result_round(ctx)}, depends_on=export_after,
             outputs=[lay.export], result=ExportSummary))
     return stages
 
@@ -357,7 +421,9 @@ def format_run_summary(run: Run) -> str:
                 if rec.result.get("warning")]
     for name, w in warnings:
         lines.append(f"WARNING {name}: {w}")
-    lines += _backward_figures(run) + _examples(run)
+    lines += _backward_figures(run)
+    walked = {n: rec.result for n, rec in run.stages.items() if n not in run.stopped}
+    lines += format_round_table(walked, run.result) + _examples(run)
     lines += ["", *format_outputs(run)]
     return "\n".join(lines)
 
@@ -401,6 +467,8 @@ def format_outputs(run: Run) -> list[str]:
     done = [n for n in run.order if run.is_done(n)]
     models = [m for m in ["backward", *(f"m{r}" for r in range(rounds + 1))] if m in done]
     last_curate = max((int(n.split("-r")[1]) for n in done if n.startswith("curate-r")), default=None)
+    if (run.result or {}).get("round") and f"curate-r{run.result['round']}" in done:
+        last_curate = run.result["round"]  # the run's result (the collapse guard may have stopped it earlier)
     out = ["outputs:"]
     if "seed" in done:
         out.append(f"  seed pairs       {lay.seed}  (held out: {lay.heldout})")

@@ -26,6 +26,7 @@ from humpback.init import CONFIGS, STARTER
 from humpback.loop import Layout, RunConfig, build_stages, load_run_config, run_loop
 from humpback.core.records import parquet_files
 from humpback.core.results import card_row, describe
+from humpback.core.runs import StageContext
 from runconfig import tiny_run_config
 
 REPO = Path(__file__).resolve().parent.parent
@@ -50,7 +51,7 @@ def finished_run(tmp_path_factory, tiny_model_dir):
 def test_run_executes_every_stage_and_writes_the_layout(finished_run):
     tmp, _, run = finished_run
     root = tmp / "run"
-    assert [r["status"] for r in run.summary_rows()] == ["done"] * 11
+    assert [r["status"] for r in run.summary_rows()] == ["done"] * 14
     manifest = json.loads((root / "manifest.json").read_text())
     assert manifest["config_hash"] and manifest["versions"]["transformers"]
     assert set(manifest["stages"]["prepare"]["inputs"]) == {str(tmp / "corpus.jsonl")}
@@ -88,7 +89,7 @@ def test_changed_stage_config_reruns_it_and_what_follows(finished_run, tiny_mode
     cfg = _config(tmp, tiny_model_dir, **{"curate.min_score": 3})
     run = run_loop(cfg, run_dir=str(tmp / "run-changed"))
     rerun = {k for k, v in run.timings.items() if v > 0}
-    assert rerun == {"curate-r1", "m1", "curate-r2", "m2", "export"}
+    assert rerun == {"curate-r1", "m1", "eval-m1", "curate-r2", "m2", "eval-m2", "export"}
 
 
 def test_from_and_until_select_stages(finished_run, tiny_model_dir):
@@ -97,7 +98,7 @@ def test_from_and_until_select_stages(finished_run, tiny_model_dir):
 
     shutil.copytree(tmp / "run", tmp / "run-from")
     run = run_loop(cfg, run_dir=str(tmp / "run-from"), start="m2")
-    assert {k for k, v in run.timings.items() if v > 0} == {"m2", "export"}
+    assert {k for k, v in run.timings.items() if v > 0} == {"m2", "eval-m2", "export"}
     part = run_loop(cfg, run_dir=str(tmp / "run-until"), until="seed")
     assert list(part.timings) == ["prepare", "seed"]
     with pytest.raises(Exception, match="unknown stage; stages are: prepare, seed"):
@@ -107,13 +108,17 @@ def test_from_and_until_select_stages(finished_run, tiny_model_dir):
 def test_the_loop_is_a_table_whose_stages_name_what_they_read(tmp_path):
     stages = build_stages(RunConfig(rounds=2), Layout(tmp_path))
     names = [st.name for st in stages]
-    assert names == ["corpus", "prepare", "seed", "backward", "eval-backward", "augment", "m0", "curate-r1", "m1",
-                     "curate-r2", "m2", "export"]
+    assert names == ["corpus", "prepare", "seed", "backward", "eval-backward", "augment", "m0", "eval-m0",
+                     "curate-r1", "m1", "eval-m1", "curate-r2", "m2", "eval-m2", "export"]
     for i, st in enumerate(stages):  # what a scheduler chains jobs by: each reads only stages before it
-        assert set(st.depends_on) <= set(names[:i]), st.name
-    assert dict((st.name, list(st.depends_on)) for st in stages)["curate-r2"] == ["augment", "m1"]
+        # (export reads the result round's stages, known once the stages before it have results)
+        after = st.depends_on(StageContext(None, {n: {} for n in names[:i]})) if callable(st.depends_on) \
+            else st.depends_on
+        assert set(after) <= set(names[:i]), st.name
+    assert dict((st.name, list(st.depends_on)) for st in stages if not callable(st.depends_on))["curate-r2"] == \
+        ["augment", "m1"]
     cfg = RunConfig(rounds=1, corpus={"inputs": [str(tmp_path)]}, export={"enabled": False},
-                    evaluate={"backward": False})
+                    evaluate={"backward": False, "forward": False})
     assert [st.name for st in build_stages(cfg, Layout(tmp_path))] == ["prepare", "seed", "backward", "augment",
                                                                        "m0", "curate-r1", "m1"]
 

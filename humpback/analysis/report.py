@@ -85,6 +85,8 @@ class RunView:
         return Layout(self.root)
 
     def status(self, name: str) -> str:
+        if name in (self.manifest.get("stopped") or ()):
+            return "stopped"  # not run after the collapse guard's early stop (humpback.guard)
         rec = self.stages.get(name)
         return rec.status if rec else "pending"
 
@@ -179,7 +181,7 @@ def _overview(view: RunView) -> str:
             ("versions", ", ".join(f"{k} {v}" for k, v in (m.get("versions") or {}).items())),
             ("stages done", f"{len(done)} of {len(view.order)}")]
     body = _table(None, rows, "facts")
-    left = [f"{n} ({view.status(n)})" for n in view.order if view.status(n) != "done"]
+    left = [f"{n} ({view.status(n)})" for n in view.order if view.status(n) not in ("done", "stopped")]
     if left:
         body += _missing("This run is not finished: " + ", ".join(left) + ". Sections below show what exists.")
     warnings = [(n, rec.result.get("warning")) for n, rec in view.stages.items() if (rec.result or {}).get("warning")]
@@ -204,7 +206,7 @@ def _stage_table(view: RunView) -> str:
             what = f"{what} {rec.error}".strip()
             log = view.root / "logs" / f"{name}.log"  # where a quiet run keeps what the stage printed
             what += f" (log: RUN/logs/{name}.log)" if log.is_file() else ""
-        status = rec.status if rec else "pending"
+        status = view.status(name)
         rows.append((name, Html(f'<span class="st-{_e(status)}">{_e(status)}</span>'),
                      "-" if not rec or rec.seconds is None else f"{rec.seconds:.1f}", what, drops))
     rows.append(("total", "", f"{total:.1f}", "", ""))
@@ -261,6 +263,22 @@ def _self_check(stats: dict) -> str:
     if chk.get("warning"):
         body += f'<p class="warning">WARNING: {_e(chk["warning"])}</p>'
     return body
+
+
+def _rounds(view: RunView) -> str:
+    """The collapse guard's per-round table (humpback.guard.round_rows), as the summary and the card show it."""
+    from ..guard import round_rows
+
+    stopped = set(view.manifest.get("stopped") or ())
+    result = view.manifest.get("result") or {}
+    header, rows = round_rows({n: rec.result for n, rec in view.stages.items() if n not in stopped},
+                              result.get("round"), result.get("stopped_after"))
+    if not rows:
+        return _section("rounds", "Forward models", _missing("No eval-mN stage has finished (evaluate.forward)."))
+    note = f'<p class="warning">Stopped early: {_e(result.get("reason"))}</p>' if result.get("stopped_after") else ""
+    return _section("rounds", "Forward models on held-out human outputs",
+                    "<p>Per-token NLL with 95% bootstrap intervals; Δ previous: the paired difference to the round "
+                    "before (above 0: worse).</p>" + _table(header, rows, "small") + note)
 
 
 def _backward(view: RunView) -> str:
@@ -489,7 +507,7 @@ def render(view: RunView, max_pairs: int = MAX_PAIRS) -> str:
     pairs_section, data = _pairs(view, kept, rejected, max_pairs)
     rejected_section = (_rejected_examples(rejected) if (lay.augment / "pairs").is_dir() else
                         _section("rejected", "Rejected examples", _missing("No augment output yet.")))
-    sections = [_overview(view), _stage_table(view), _curate(view), _backward(view), _lengths(view),
+    sections = [_overview(view), _stage_table(view), _rounds(view), _curate(view), _backward(view), _lengths(view),
                 rejected_section, pairs_section]
     # the policy allows this page's own script (by hash) and nothing else: no network, no injected script
     script_hash = base64.b64encode(hashlib.sha256(SCRIPT.encode("utf-8")).digest()).decode("ascii")
@@ -497,7 +515,8 @@ def render(view: RunView, max_pairs: int = MAX_PAIRS) -> str:
            "base-uri 'none'; form-action 'none'")
     name = (view.manifest.get("config") or {}).get("name") or view.root.name
     nav = "".join(f'<a href="#{a}">{t}</a>' for a, t in (
-        ("stages", "stages"), ("curate", "curation"), ("backward", "backward model"), ("lengths", "lengths"),
+        ("stages", "stages"), ("rounds", "forward models"), ("curate", "curation"), ("backward", "backward model"),
+        ("lengths", "lengths"),
         ("rejected", "rejected examples"), ("pairs", "every pair")))
     return "".join([
         "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">",

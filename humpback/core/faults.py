@@ -7,6 +7,7 @@ the environment variable ``HUMPBACK_FAULT`` names that point::
     HUMPBACK_FAULT="train.checkpoint_saved@2"      ... at the second hit (counted per process)
     HUMPBACK_FAULT="shard.before_write=enospc"     raise OSError(ENOSPC) there instead (a full disk)
     HUMPBACK_FAULT="run.stage_done=pause"          stop there until the file $HUMPBACK_FAULT_RELEASE exists
+    HUMPBACK_FAULT="train.saved:m2=perturb"        an action the point itself offers (here: noise in m2's weights)
     HUMPBACK_FAULT="a@1,b=enospc"                  several points, comma-separated
 
 ``pause`` prints one line ``HUMPBACK_FAULT: paused at NAME`` to stderr first, so a test that reads the
@@ -25,6 +26,7 @@ import signal
 import sys
 import time
 from collections import Counter
+from typing import Callable, Optional
 
 ENV = "HUMPBACK_FAULT"
 RELEASE_ENV = "HUMPBACK_FAULT_RELEASE"
@@ -36,6 +38,9 @@ POINTS = {
     "shard.before_write": "augment/curate: about to write an output shard (enospc here = a full disk)",
     "shard.written": "augment/curate: an output shard is complete on disk",
     "train.checkpoint_saved": "train: a Trainer checkpoint (trainer_state.json last) is complete",
+    "train.saved:NAME": "train: the model of output folder NAME (e.g. m2) is saved in NAME.partial/final, before "
+                        "its marker; `=perturb` adds noise to its weights there, a real degradation (the collapse "
+                        "guard's tests)",
     "train.before_publish": "train: the final model is assembled in OUTPUT.partial/final, not yet renamed",
     "export.before_publish": "export: the new export is complete in OUT.partial, not yet renamed into place",
     "run.stage_done": "run: a stage's result is in the manifest",
@@ -57,9 +62,11 @@ def _parse(spec: str) -> dict[str, tuple[int, str]]:
     return out
 
 
-def fault_point(name: str, path: str | os.PathLike | None = None) -> None:
+def fault_point(name: str, path: str | os.PathLike | None = None,
+                actions: Optional[dict[str, Callable[[], None]]] = None) -> None:
     """Kill the process group (or raise ENOSPC, or pause) here when HUMPBACK_FAULT names this point; else
-    nothing. ``path`` is the file being written, which the ENOSPC error names as a real one would."""
+    nothing. ``path`` is the file being written, which the ENOSPC error names as a real one would; ``actions``
+    are what this point can do besides (e.g. ``perturb``), run when named."""
     spec = os.environ.get(ENV)
     if not spec:
         return
@@ -76,8 +83,12 @@ def fault_point(name: str, path: str | os.PathLike | None = None) -> None:
     if action == "pause":
         _pause(name)
         return
+    if actions and action in actions:
+        actions[action]()
+        return
     if action != "kill":
-        raise ValueError(f"{ENV}: {name}: unknown action {action!r} (kill, enospc or pause)")
+        extra = "".join(f", {a}" for a in actions or ())
+        raise ValueError(f"{ENV}: {name}: unknown action {action!r} (kill, enospc, pause{extra})")
     try:
         os.killpg(os.getpgrp(), signal.SIGKILL)
     finally:  # not reached; a process that somehow survives the group kill goes alone

@@ -8,12 +8,15 @@ when read back: a manifest of another humpback version (or a stage that never fi
 
 from __future__ import annotations
 
+import re
 from typing import Any, Optional
 
 from ..stages.export_card import _fig as _card_fig
 from ..stages.export_card import TRAINING, count, g, md_text, num
 from ..stages.export_card import steps as _card_steps
 from .runs import StageResult
+
+EVAL_ROUND = re.compile(r"^eval-m\d+$")
 
 
 def fig(f: dict | None) -> str:
@@ -102,6 +105,43 @@ class EvalBackwardSummary(StageResult):
             or "no held-out pairs"
 
 
+class RoundEvalSummary(StageResult):
+    """eval-m{r}: the forward model on held-out human outputs and its tier's diversity (humpback.guard)."""
+
+    round: Any = None
+    model: Any = None
+    previous: Any = None  # the model it is compared with (None for M0)
+    sets: Any = None  # held-out set -> n, nll, nll_ci, diff, diff_ci (NLL(model) - NLL(previous)), output
+    worse_on: Any = None  # sets where the difference's whole interval is above 0
+    warning: Any = None
+    tier: Any = None  # size, n, path and the diversity figures of the tier it trained on (None for M0)
+
+    def _parts(self, ci) -> list[str]:
+        parts = []
+        for name, f in (self.sets or {}).items():
+            part = f"{name} NLL {ci(f.get('nll'), f.get('nll_ci'))}"
+            if self.previous and f.get("diff") is not None:
+                part += f", vs {self.previous} {ci(f.get('diff'), f.get('diff_ci'))}"
+            parts.append(part)
+        tier = self.tier or {}
+        if tier.get("size") is not None:
+            div = tier.get("distinct_2")
+            parts.append(f"tier {tier['size']} pairs" + (f", distinct-2 {div:.3f}" if div is not None else ""))
+        return parts
+
+    def summary(self) -> str:
+        from ..evaluate.common import fmt_ci
+
+        text = "; ".join(self._parts(fmt_ci)) or "no held-out pairs"
+        return f"WARNING worse on {', '.join(self.worse_on)}: {text}" if self.worse_on else text
+
+    def card(self) -> str:
+        from ..evaluate.common import fmt_ci
+
+        text = "; ".join(md_text(p) for p in self._parts(fmt_ci)) or "no held-out pairs"
+        return f"⚠ worse on {md_text(', '.join(self.worse_on))}: {text}" if self.worse_on else text
+
+
 class AugmentSummary(StageResult):
     segments_in: Any = None
     pairs_generated: Any = None
@@ -171,6 +211,8 @@ def result_type(stage: str) -> type[StageResult]:
         return fixed[stage]
     if stage.startswith("curate"):
         return CurateSummary
+    if EVAL_ROUND.match(stage):
+        return RoundEvalSummary
     return TrainSummary if TRAINING.match(stage) else StageResult
 
 
@@ -185,4 +227,5 @@ def card_row(stage: str, result: Optional[dict[str, Any]]) -> Optional[str]:
 
 
 __all__ = ["AugmentSummary", "CorpusSummary", "CurateSummary", "EvalBackwardSummary", "ExportSummary",
-           "PrepareSummary", "SeedSummary", "TrainSummary", "card_row", "describe", "fig", "result_type"]
+           "PrepareSummary", "RoundEvalSummary", "SeedSummary", "TrainSummary", "card_row", "describe", "fig",
+           "result_type"]

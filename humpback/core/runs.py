@@ -91,7 +91,7 @@ def fingerprint_path(path: str | os.PathLike) -> str:
 @dataclass
 class StageRecord:
     name: str
-    status: str = "pending"  # pending | running | done | failed
+    status: str = "pending"  # pending | running | done | failed (early-stopped stages: Run.stopped)
     fingerprint: Optional[str] = None
     inputs: dict[str, str] = field(default_factory=dict)
     outputs: list[str] = field(default_factory=list)
@@ -170,6 +170,9 @@ class Run:
         for name, rec in (previous or {}).get("stages", {}).items():
             self.stages[name] = StageRecord(**rec)
         self.created = (previous or {}).get("created", time.time())
+        # what the loop says the run produced (humpback run: the round whose model and tier stand); the loop sets it
+        self.result: Optional[dict[str, Any]] = (previous or {}).get("result")
+        self.stopped: list[str] = []  # stages this walk did not run because of an early stop
         self.config_source = config_source
         self.forced: set[str] = set()
         self.until: Optional[str] = None
@@ -205,6 +208,8 @@ class Run:
             "versions": package_versions(),
             "stage_order": self.order,
             "stages": {name: vars(rec) for name, rec in self.stages.items()},
+            "result": self.result,
+            "stopped": self.stopped,
         }, self.manifest_path)
 
     # ------------------------------------------------------------------------------------------ selection
@@ -249,8 +254,11 @@ class Run:
         """Run the stages in order, each unless it is up to date, stopping after --until's stage; the context
         holds every walked stage's stored result."""
         ctx = StageContext(self)
+        self.stopped = []
         for st in stages:
             if st.skip is not None and st.skip(ctx):
+                self.stopped.append(st.name)
+                self.save()
                 continue
             ctx.results[st.name] = self.stage(st, ctx)
             if self.reached_end(st.name):
@@ -330,7 +338,8 @@ class Run:
         rows = []
         for name in self.order:
             rec = self.stages.get(name)
-            rows.append({"stage": name, "status": rec.status if rec else "pending",
+            status = "stopped" if name in self.stopped else rec.status if rec else "pending"
+            rows.append({"stage": name, "status": status,
                          "seconds": rec.seconds if rec else None,
                          "this_run": self.timings.get(name)})
         return rows

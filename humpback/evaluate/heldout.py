@@ -131,9 +131,11 @@ def evaluate_heldout(
     systems: Sequence[str] = ("both",),
     config: EvalConfig | None = None,
     max_examples: int | None = None,
+    work: str | Path | None = None,
 ) -> dict:
     """Per-token NLL of the reference outputs in ``data`` under each model and system setting; writes
-    heldout.json, per_example.jsonl and heldout_nll.png into ``output`` and returns the summary."""
+    heldout.json, per_example.jsonl and heldout_nll.png into ``output`` and returns the summary. ``work`` holds
+    the per-chunk NLL checkpoints (default OUTPUT/.work); evaluations that share one reuse a model's NLLs."""
     cfg = config or EvalConfig()
     out = Path(output)
     run_dir = Path(data) if is_run_dir(data) else None
@@ -166,7 +168,8 @@ def evaluate_heldout(
                 scores = engine.continuation_logprobs(prompts, [items[i].output for i in idx])
                 return [[-s.sum, s.n_tokens] for s in scores]
 
-            rows = cached_chunks(out / ".work" / f"nll-{key}", ids, compute, cfg.chunk_size, f"{label} [{system}]")
+            rows = cached_chunks(Path(work or out / ".work") / f"nll-{key}", ids, compute, cfg.chunk_size,
+                                 f"{label} [{system}]")
             per[label][system] = _nll_arrays(rows)
         if "engine" in state:
             release(state.pop("engine"))

@@ -102,8 +102,9 @@ class ExportResult:
 
 
 # ---------------------------------------------------------------------------------------------- sources
-def find_source(path: str | os.PathLike) -> Source:
-    """A run dir (its last curate round), a curate output dir, or its curated/ or scores/ folder."""
+def find_source(path: str | os.PathLike, round: Optional[int] = None) -> Source:
+    """A run dir (its curate round ``round``; by default its last round, or the round the collapse guard made
+    the run's result when it stopped the run), a curate output dir, or its curated/ or scores/ folder."""
     p = Path(path)
     if not p.exists():
         raise FileNotFoundError(f"{p}: no such folder")
@@ -114,6 +115,13 @@ def find_source(path: str | os.PathLike) -> Source:
                         if d.name[1:].isdigit() and (d / "stats.json").is_file())
         if not rounds:
             raise ExportError(f"{p}: this run has no finished curate round yet; run `humpback run` further")
+        result = manifest.get("result") or {}
+        if round is None and result.get("stopped_after"):
+            round = result.get("round")
+        if round is not None and round in dict(rounds):
+            rounds = [rd for rd in rounds if rd[0] <= round]
+        elif round is not None:
+            log.warning("export: %s has no finished curate round %d; exporting its last round", p, round)
         r, curate_dir = rounds[-1]
         seed = p / "seed.parquet"
         src = _curate_source(curate_dir, r)
@@ -218,9 +226,10 @@ def check_export_target(out: Path) -> None:
 
 def export_dataset(source: str | os.PathLike, output: str | os.PathLike, min_score: Optional[float] = None,
                    exclude: Sequence[str | os.PathLike] = (), with_seed: bool = False, license: str = "other",
-                   pretty_name: Optional[str] = None) -> ExportResult:
-    """Write the curated pairs of ``source`` with score >= ``min_score`` (default: curate's) to ``output``."""
-    src = find_source(source)
+                   pretty_name: Optional[str] = None, round: Optional[int] = None) -> ExportResult:
+    """Write the curated pairs of ``source`` with score >= ``min_score`` (default: curate's) to ``output``;
+    ``round``: which curate round of a run folder (default: the run's result, see :func:`find_source`)."""
+    src = find_source(source, round)
     min_score = float(min_score if min_score is not None else src.stats.get("min_score", 5.0))
     excluded_ids = read_exclusions(exclude)
     rows, excluded, all_scores = _augmented_rows(src, min_score, excluded_ids)
@@ -276,6 +285,7 @@ def _run_info(manifest: dict[str, Any]) -> dict[str, Any]:
         "name": cfg.get("name"), "base_model": cfg.get("base_model"), "rounds": cfg.get("rounds"),
         "base_parameters": model_parameters(cfg.get("base_model")),
         "config_hash": manifest.get("config_hash"), "config": cfg, "versions": manifest.get("versions"),
+        "result": manifest.get("result"), "stopped": manifest.get("stopped"),
         "stages": {name: {"status": rec.get("status"), "seconds": rec.get("seconds"), "result": rec.get("result")}
                    for name, rec in stages.items()},
         "models": {name: _training_info((rec.get("result") or {}).get("output")) for name, rec in stages.items()

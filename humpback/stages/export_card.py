@@ -300,6 +300,28 @@ def _rounds_section(rounds: Sequence[dict[str, Any]], run_dir: Optional[str], ex
     return out
 
 
+def _guard_section(run: dict[str, Any], export_round: Any) -> list[str]:
+    """The per-round table of the collapse guard (humpback.guard): each forward model on held-out human outputs
+    and its tier's diversity; empty for a run without eval-m stages."""
+    from ..guard import SYSTEM, round_rows  # it imports the evaluation helpers
+
+    stopped = set(run.get("stopped") or ())
+    results = {n: st.get("result") for n, st in run["stages"].items() if n not in stopped}
+    header, rows = round_rows(results, export_round, (run.get("result") or {}).get("stopped_after"))
+    if not rows:
+        return []
+    out = ["### Forward models on held-out human outputs", "",
+           f"Per-token NLL of held-out human outputs under each round's model (system prompt `{SYSTEM}`), with 95% "
+           "bootstrap intervals; Δ previous is the paired difference to the round before (above 0: worse; "
+           "*worse* when its whole interval is above 0). Tier: the curated pairs the model trained on and their "
+           "instruction diversity (humpback eval diversity).", "",
+           _table([md_text(h) for h in header], [[md_text(c) for c in row] for row in rows]), ""]
+    reason = (run.get("result") or {}).get("reason")
+    if reason:
+        out += [f"The run stopped early (loop.stop_on_regression): {md_text(reason)}", ""]
+    return out
+
+
 def _role(name: str, rounds: int) -> str:
     if name == "backward":
         return "M_yx: writes an instruction for each web segment (seed pairs reversed)"
@@ -532,6 +554,7 @@ def render_card(info: dict[str, Any], license: str = "other", pretty_name: Optio
                   f"{code(stats.get('input'))}", f"- selection: score ≥ {info['min_score']:g}", ""]
     parts += _rounds_section(rounds, run_dir, info.get("round"))
     if run:
+        parts += _guard_section(run, info.get("round"))
         header, model_rows = _models_section(run)
         if model_rows:
             parts += ["### Models and training budgets", "", _table(header, model_rows), ""]

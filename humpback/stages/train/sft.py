@@ -563,6 +563,7 @@ def _run_training(
 
         shutil.rmtree(final, ignore_errors=True)
         saved_as = _save_model(trainer, tokenizer, config, resolved, final)
+        fault_point(f"train.saved:{output.name}", final, actions={"perturb": lambda: perturb_weights(final)})
         shutil.copy2(work / TRAIN_DATA, final / TRAIN_DATA)
         summary = _summary(kind, examples, stats, config, resolved, trainer, train_output, progress, runtime,
                            latest[0] if latest else 0, fingerprint, saved_as, output)
@@ -637,6 +638,24 @@ def _save_model(trainer, tokenizer, config: TrainConfig, resolved: ResolvedModel
         write_json(adapter_cfg, cfg_path)
         saved_as = "adapter"
     return saved_as
+
+
+def perturb_weights(folder: Path, scale: float = 10.0, seed: int = 0) -> None:
+    """Add Gaussian noise of ``scale`` times each tensor's own standard deviation to every floating-point weight
+    saved in ``folder``: a model really made worse, for tests of what notices it (the fault point
+    ``train.saved:NAME=perturb``), not a figure faked after the fact. Ten times the spread makes the logits of
+    even a random model confidently wrong, where a little noise leaves it as uniform (and as good) as it was."""
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    gen = torch.Generator().manual_seed(seed)
+    for f in sorted(folder.glob("*.safetensors")):
+        tensors = load_file(str(f))
+        for key, t in tensors.items():
+            if t.is_floating_point() and t.numel() > 1:
+                noise = torch.randn(t.shape, generator=gen, dtype=torch.float32) * t.float().std() * scale
+                tensors[key] = (t.float() + noise).to(t.dtype)
+        save_file(tensors, str(f), metadata={"format": "pt"})
 
 
 def _summary(kind, examples, stats, config, resolved, trainer, train_output, progress, runtime, resumed_from,
