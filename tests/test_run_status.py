@@ -1,0 +1,66 @@
+"""`humpback run --status`, the manifest shared by the jobs of one run, and the Slurm chain's scripts (dry run):
+everything of `humpback run` on Slurm that needs no cluster (tests/test_slurm.py runs it on a real one)."""
+
+from __future__ import annotations
+
+import json
+import shlex
+
+from click.testing import CliRunner
+
+from humpback.cli import main
+from humpback.core.runs import Run, Stage, StageContext
+from humpback.core.slurm import RunSlurmConfig
+from humpback.loop import run_status
+from humpback.loop_status import stage_states
+from runconfig import tiny_run_config
+
+
+def test_runs_of_one_folder_record_their_own_stages_side_by_side(tmp_path):
+    a = Run(tmp_path, {}, kind="humpback", order=["one", "two"])
+    b = Run(tmp_path, {}, kind="humpback", order=["one", "two"])  # a second job, loaded before a wrote anything
+    a.stage(Stage("one", lambda ctx: {"n": 1}, params={}), StageContext(a))
+    b.stage(Stage("two", lambda ctx: {"n": 2}, params={}), StageContext(b))
+    stages = json.loads((tmp_path / "manifest.json").read_text())["stages"]
+    assert stages["one"]["result"] == {"n": 1} and stages["two"]["result"] == {"n": 2}
+    assert [s.state for s in stage_states(tmp_path, ["one", "two", "three"])] == ["done", "done", "pending"]
+
+
+def test_status_of_a_local_run_names_an_interrupted_stage_and_its_last_log_line(tmp_path):
+    run = Run(tmp_path, {}, kind="humpback", order=["one", "two"])
+    run.stage(Stage("one", lambda ctx: {}, params={}), StageContext(run))
+    manifest = json.loads((tmp_path / "manifest.json").read_text())
+    manifest["stages"]["two"] = manifest["stages"]["one"] | {"name": "two", "status": "running", "seconds": None}
+    (tmp_path / "manifest.json").write_text(json.dumps(manifest))  # as a kill -9 in stage two leaves it
+    (tmp_path / "logs").mkdir(exist_ok=True)
+    (tmp_path / "logs" / "two.log").write_text("loading\nchunk 3 of 9\n\n")
+    got = {s.stage: (s.state, s.detail) for s in stage_states(tmp_path, ["one", "two"])}
+    assert got == {"one": ("done", ""), "two": ("failed", "chunk 3 of 9")}
+
+
+def test_stage_jobs_take_the_defaults_then_train_then_their_own_settings():
+    cfg = RunSlurmConfig(partition="cpu", cpus=4, sbatch_args={"account": "a"},
+                         train={"partition": "gpu", "gpus": 2}, stages={"m1": {"time": "1:00:00",
+                                                                              "sbatch_args": {"constraint": "h100"}}})
+    m1 = cfg.for_stage("m1", training=True)
+    assert (m1.partition, m1.gpus, m1.cpus, m1.time) == ("gpu", 2, 4, "1:00:00")
+    assert m1.sbatch_args == {"account": "a", "constraint": "h100"}
+    prepare = cfg.for_stage("prepare", training=False)
+    assert (prepare.partition, prepare.gpus, prepare.time) == ("cpu", None, None)
+
+
+def test_a_dry_run_writes_one_job_per_stage_waiting_for_what_it_reads(tmp_path, tiny_model_dir):
+    cfg = tiny_run_config(tmp_path, tiny_model_dir, rounds=1, **{
+        "executor": {"kind": "slurm", "slurm": {"dry_run": True, "train": {"gpus": 1}}}})
+    root = tmp_path / "run"
+    out = CliRunner().invoke(main, ["run", str(cfg), "--run-dir", str(root)])
+    assert out.exit_code == 0, out.output
+    args = {p.stem: shlex.split(p.read_text()) for p in (root / "slurm").glob("*.args")}
+    assert set(args) == {"prepare", "seed", "backward", "eval-backward", "augment", "m0", "curate-r1", "m1", "export"}
+    assert "--dependency=afterok:dry-prepare:dry-backward" in args["augment"]
+    assert not any(a.startswith("--dependency") for a in args["prepare"])
+    assert "#SBATCH --gres=gpu:1" in (root / "slurm" / "m0.sbatch").read_text()
+    assert "--gres" not in (root / "slurm" / "augment.sbatch").read_text()
+    assert "--only augment" in (root / "slurm" / "augment.sbatch").read_text()
+    assert all(s.state == "pending" for s in stage_states(root, list(args)))  # a dry run queues nothing
+    assert "pending 9" in run_status(cfg, run_dir=str(root))
