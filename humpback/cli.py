@@ -448,9 +448,9 @@ def run_cmd(config_path, run_dir, start, until, status, only, sets) -> None:
         click.echo(run_status(config_path, run_dir=run_dir, overrides=overrides))
         return
     run = run_loop(config_path, run_dir=run_dir, start=start, until=until, overrides=overrides, only=only)
-    if only is not None:
-        return
-    if run.config["executor"]["kind"] == "slurm":  # submitted: the jobs run the stages
+    if only is not None and only != run.order[-1]:
+        return  # a Slurm job of one stage; the last one writes the report and the summary, as a local run does
+    if run.config["executor"]["kind"] == "slurm" and only is None:  # submitted: the jobs run the stages
         click.echo("\n" + run_status(config_path, run_dir=str(run.dir), overrides=overrides))
         click.echo(f"\nwatch: humpback run {config_path} --run-dir {run.dir} --status   (re-run the same command "
                    "after a failure: only what is not done is submitted again)")

@@ -24,6 +24,7 @@ from pathlib import Path
 
 import yaml
 
+from .core.config import ConfigError
 from .core.locks import locked, run_lock_path
 from .core.records import atomic_path
 from .core.results import TrainSummary
@@ -39,6 +40,11 @@ def submit_loop(cfg, root: Path, config_path: str, start: str | None, until: str
 
     settings = cfg.executor.slurm
     stages = build_stages(cfg, Layout(root))
+    names = [st.name for st in stages]
+    for name in settings.stages:
+        if name not in names:
+            raise ConfigError(f"{config_path}: executor.slurm.stages.{name}: no such stage; stages are: "
+                              f"{', '.join(names)}")
     root.mkdir(parents=True, exist_ok=True)
     with locked(run_lock_path(root), "humpback run (submitting to Slurm)"):
         jobdir = root / "slurm"
@@ -46,8 +52,7 @@ def submit_loop(cfg, root: Path, config_path: str, start: str | None, until: str
         frozen = jobdir / "config.yaml"
         with atomic_path(frozen) as tmp:
             Path(tmp).write_text(yaml.safe_dump(cfg.model_dump(mode="json", exclude_unset=True), sort_keys=False))
-        run = Run(root, cfg.model_dump(mode="json"), kind="humpback", config_source=config_path,
-                  order=[st.name for st in stages])
+        run = Run(root, cfg.model_dump(mode="json"), kind="humpback", config_source=config_path, order=names)
         run.select(start, until)
         ctx = StageContext(run)
         jobs: dict[str, str] = {}  # stage -> the job that the stages after it wait for

@@ -4,11 +4,13 @@ everything of `humpback run` on Slurm that needs no cluster (tests/test_slurm.py
 from __future__ import annotations
 
 import json
+import os
 import shlex
 
 from click.testing import CliRunner
 
 from humpback.cli import main
+from humpback.core.locks import locked, run_lock_path
 from humpback.core.runs import Run, Stage, StageContext
 from humpback.core.slurm import RunSlurmConfig
 from humpback.loop import run_status
@@ -36,6 +38,9 @@ def test_status_of_a_local_run_names_an_interrupted_stage_and_its_last_log_line(
     (tmp_path / "logs" / "two.log").write_text("loading\nchunk 3 of 9\n\n")
     got = {s.stage: (s.state, s.detail) for s in stage_states(tmp_path, ["one", "two"])}
     assert got == {"one": ("done", ""), "two": ("failed", "chunk 3 of 9")}
+    with locked(run_lock_path(tmp_path), "humpback run"):  # while a run holds the folder, it is running
+        two = stage_states(tmp_path, ["one", "two"])[1]
+    assert two.state == "running" and two.detail.startswith(f"by humpback run (pid {os.getpid()} on ")
 
 
 def test_stage_jobs_take_the_defaults_then_train_then_their_own_settings():
@@ -64,3 +69,11 @@ def test_a_dry_run_writes_one_job_per_stage_waiting_for_what_it_reads(tmp_path, 
     assert "--only augment" in (root / "slurm" / "augment.sbatch").read_text()
     assert all(s.state == "pending" for s in stage_states(root, list(args)))  # a dry run queues nothing
     assert "pending 9" in run_status(cfg, run_dir=str(root))
+
+
+def test_a_misspelt_stage_under_executor_slurm_stages_is_named(tmp_path, tiny_model_dir):
+    cfg = tiny_run_config(tmp_path, tiny_model_dir, **{"executor": {"kind": "slurm", "slurm": {
+        "dry_run": True, "stages": {"agument": {"gpus": 1}}}}})
+    out = CliRunner().invoke(main, ["run", str(cfg), "--run-dir", str(tmp_path / "run")])
+    assert out.exit_code == 2
+    assert f"error: {cfg}: executor.slurm.stages.agument: no such stage; stages are: prepare, seed," in out.output

@@ -103,6 +103,7 @@ def test_the_loop_on_slurm_makes_the_local_ids_and_status_follows_it(runs):
     seen = _watch_until_done(cfg, root)
     assert {"queued", "running", "done"} <= seen
     assert _ids(root) == local
+    assert (root / "report.html").is_file() and "outputs:" in (root / "logs" / "export.slurm.out").read_text()
     again = _cli(cfg, root)  # everything is done: nothing is submitted
     assert "submitted" not in again.stderr and _stages(root)["export"]["status"] == "done"
     print(_cli(cfg, root, "--status").stdout)

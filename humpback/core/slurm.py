@@ -17,12 +17,13 @@ from typing import Any, Literal, Optional
 from pydantic import Field
 
 from .config import StrictModel
+from .runs import RunError
 
 ACTIVE = ("PENDING", "CONFIGURING", "RUNNING", "COMPLETING", "REQUEUED", "RESIZING", "SUSPENDED")
 
 
-class SlurmError(RuntimeError):
-    """A Slurm command failed; the message carries its stderr."""
+class SlurmError(RunError):
+    """A Slurm command failed; the message carries its stderr (the CLI prints it as one line, exit 2)."""
 
 
 class JobSettings(StrictModel):
