@@ -103,7 +103,6 @@ class StageRecord:
     job: Optional[str] = None  # the Slurm job that runs (or ran) it
 
 
-
 class StageResult(BaseModel):
     """What a stage returns and the manifest keeps (its ``result``); subclasses name their fields and say how
     they read. Keys it does not name are kept as they are."""
