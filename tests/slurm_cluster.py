@@ -113,19 +113,25 @@ PartitionName=debug Nodes={host} Default=YES MaxTime=INFINITE State=UP
         return " | ".join(p.read_text()[-800:] for p in sorted((self.root / "log").glob("*.log")))
 
     def stop(self) -> None:
+        # the pids first: a daemon removes its pid file while it shuts down, before it has exited
+        pids = [_pid(self.root / "run" / "slurmctld.pid"), _pid(self.root / "run" / "slurmd.pid"),
+                _pid(self.munge_socket.parent / "munged.pid")]
         subprocess.run(["scancel", "--full", "--user", "root"], capture_output=True, env=os.environ | self.env)
         subprocess.run(["scontrol", "shutdown"], capture_output=True, env=os.environ | self.env)
-        for pidfile in (self.root / "run" / "slurmctld.pid", self.root / "run" / "slurmd.pid",
-                        self.munge_socket.parent / "munged.pid"):
-            _stop(pidfile)
+        for pid in pids:
+            if pid is not None:
+                _stop(pid)
 
 
-def _stop(pidfile: Path, wait_s: float = 20) -> None:
-    """Ask the daemon of ``pidfile`` to stop (scontrol shutdown already did for Slurm's); SIGKILL if it lingers."""
+def _pid(pidfile: Path) -> int | None:
     try:
-        pid = int(pidfile.read_text().split()[0])
+        return int(pidfile.read_text().split()[0])
     except (OSError, ValueError, IndexError):
-        return
+        return None
+
+
+def _stop(pid: int, wait_s: float = 20) -> None:
+    """Ask the daemon ``pid`` to stop (scontrol shutdown already did for Slurm's); SIGKILL if it lingers."""
     deadline = time.monotonic() + wait_s
     sig = signal.SIGTERM
     while time.monotonic() < deadline:
