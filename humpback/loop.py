@@ -31,7 +31,7 @@ from .stages.curate import CurateConfig
 from .core.locks import locked, run_lock_path
 from .core.models import DEFAULT_MODEL
 from .core.records import read_table
-from .core.runs import Run, Stage, StageContext
+from .core.runs import Run, RunError, Stage, StageContext
 from .core.slurm import RunExecutorConfig
 from .stages.seed import seed_source_path
 from .core.results import (AugmentSummary, CorpusSummary, CurateSummary, EvalBackwardSummary, ExportSummary,
@@ -189,9 +189,10 @@ def run_loop(config_path: str | os.PathLike, run_dir: Optional[str] = None, star
     root = Path(run_dir or cfg.run_dir or Path("runs") / cfg.name)
     if only is not None:
         stages = build_stages(cfg, Layout(root))
-        run = Run(root, cfg.model_dump(mode="json"), kind="humpback", config_source=str(config_path),
-                  order=[st.name for st in stages])
-        run.select(until=only)
+        order = [st.name for st in stages]
+        if only not in order:
+            raise RunError(f"--only {only}: unknown stage; stages are: {', '.join(order)}")
+        run = Run(root, cfg.model_dump(mode="json"), kind="humpback", config_source=str(config_path), order=order)
         run.stage(next(st for st in stages if st.name == only), StageContext(run))
         return run
     if cfg.executor.kind == "slurm":

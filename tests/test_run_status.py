@@ -77,3 +77,13 @@ def test_a_misspelt_stage_under_executor_slurm_stages_is_named(tmp_path, tiny_mo
     out = CliRunner().invoke(main, ["run", str(cfg), "--run-dir", str(tmp_path / "run")])
     assert out.exit_code == 2
     assert f"error: {cfg}: executor.slurm.stages.agument: no such stage; stages are: prepare, seed," in out.output
+
+
+def test_status_of_a_run_not_started_is_all_pending_and_only_names_an_unknown_stage(tmp_path, tiny_model_dir):
+    cfg = tiny_run_config(tmp_path, tiny_model_dir, rounds=1)
+    status = CliRunner().invoke(main, ["run", str(cfg), "--run-dir", str(tmp_path / "run"), "--status"])
+    assert status.exit_code == 0 and status.output.rstrip().endswith("pending 9"), status.output
+    assert not (tmp_path / "run").exists()  # --status writes nothing
+    out = CliRunner().invoke(main, ["run", str(cfg), "--run-dir", str(tmp_path / "run"), "--only", "m7"])
+    assert out.exit_code == 2 and "error: --only m7: unknown stage; stages are: prepare, seed," in out.output
+    assert not (tmp_path / "run").exists()
