@@ -7,15 +7,17 @@ import json
 import os
 import shlex
 
+import yaml
+
 from click.testing import CliRunner
 
 from humpback.cli import main
 from humpback.core.locks import locked, run_lock_path
 from humpback.core.runs import Run, Stage, StageContext
 from humpback.core.slurm import RunSlurmConfig
-from humpback.loop import run_status
+from humpback.loop import RunConfig, run_status
 from humpback.loop_status import stage_states
-from runconfig import tiny_run_config
+from runconfig import REPO, tiny_run_config
 
 
 def test_runs_of_one_folder_record_their_own_stages_side_by_side(tmp_path):
@@ -87,3 +89,13 @@ def test_status_of_a_run_not_started_is_all_pending_and_only_names_an_unknown_st
     out = CliRunner().invoke(main, ["run", str(cfg), "--run-dir", str(tmp_path / "run"), "--only", "m7"])
     assert out.exit_code == 2 and "error: --only m7: unknown stage; stages are: prepare, seed," in out.output
     assert not (tmp_path / "run").exists()
+
+
+def test_the_cluster_config_in_the_docs_is_valid():
+    text = (REPO / "docs" / "scale_out.md").read_text()
+    start = text.index("# humpback.yaml of a GPU cluster run")
+    cfg = RunConfig.model_validate(yaml.safe_load(text[start:text.index("```", start)]))
+    augment, m1 = cfg.executor.slurm.for_stage("augment", False), cfg.executor.slurm.for_stage("m1", True)
+    assert (augment.partition, augment.gpus, augment.cpus) == ("gpu", 4, 16)
+    assert augment.sbatch_args == {"constraint": "h100"}
+    assert (m1.partition, m1.gpus, m1.time, m1.account) == ("gpu", 1, "24:00:00", "my-project")
