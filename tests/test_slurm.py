@@ -53,7 +53,8 @@ def _wait(what: str, check, deadline_s: float = 420):
 
 
 def _watch_until_done(cfg: Path, root: Path) -> set[str]:
-    """Poll `--status` until every stage is done; returns every state it showed on the way."""
+    """Poll `--status` until every stage is done and the last job has ended (it writes the report after its stage
+    is recorded); returns every state the table showed on the way."""
     seen: set[str] = set()
 
     def finished():
@@ -64,6 +65,8 @@ def _watch_until_done(cfg: Path, root: Path) -> set[str]:
         return states == {"done"}
 
     _wait("every stage to finish", finished)
+    last = _stages(root)["export"]["job"]
+    _wait("the last job to end", lambda: not job_state(last).active)
     return seen
 
 
@@ -94,6 +97,8 @@ def runs(tmp_path_factory, tiny_model_dir, slurm_cluster):  # noqa: F811
 
 def test_the_loop_on_slurm_makes_the_local_ids_and_status_follows_it(runs):
     tmp, cfg, root, local = runs
+    if root.exists():  # the other test ran first (random order): start afresh in the same folder (ids name it)
+        shutil.move(root, tmp / "run-before")
     submitted = _cli(cfg, root)
     assert "queued" in submitted.stdout and "watch: humpback run" in submitted.stdout
     stages = _stages(root)
@@ -110,7 +115,7 @@ def test_the_loop_on_slurm_makes_the_local_ids_and_status_follows_it(runs):
 
 
 def test_a_job_cancelled_in_augment_then_a_rerun_loses_and_duplicates_nothing(runs):
-    tmp, cfg, root, local = runs
+    tmp, cfg, root, local = runs  # a finished Slurm run, or none yet (random order): --from works on both
     env = {k: v for k, v in os.environ.items()} | {FAULT_ENV: "augment.chunk_saved=pause",
                                                      RELEASE_ENV: str(tmp / "never")}
     _cli(cfg, root, "--from", "augment", env=env)
