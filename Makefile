@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install sandbox-deps browser-deps test test-slow quickstart bench lint clean heldout heldout-corpora
+.PHONY: install sandbox-deps browser-deps test test-slow test-slurm quickstart bench lint clean heldout heldout-corpora
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -49,6 +49,10 @@ test: install sandbox-deps browser-deps
 
 test-slow: install sandbox-deps
 	$(BIN)/python -m pytest -q -m slow
+
+# The loop on a real single-node Slurm (tests/slurm_cluster.py installs slurm-wlm + munge when missing, as root).
+test-slurm: install
+	$(BIN)/python -m pytest -q -rs -m slurm tests/test_slurm.py
 
 quickstart: install
 	$(BIN)/humpback run humpback/resources/configs/quickstart.yaml

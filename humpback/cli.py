@@ -430,20 +430,32 @@ def init_cmd(directory, force) -> None:
 @click.option("--run-dir", default=None, help="Run folder (default: run_dir in CONFIG, else runs/<name>).")
 @click.option("--from", "start", default=None, help="Re-run this stage and every stage after it.")
 @click.option("--until", default=None, help="Stop after this stage.")
+@click.option("--status", is_flag=True, help="Show each stage's state (done, running, queued, failed) and exit.")
+@click.option("--only", default=None, hidden=True, help="Run this one stage (what each Slurm job of a run does).")
 @_set_option
-def run_cmd(config_path, run_dir, start, until, sets) -> None:
+def run_cmd(config_path, run_dir, start, until, status, only, sets) -> None:
     """Run the Humpback loop described by CONFIG (YAML); rerunning resumes and skips finished stages.
 
     Stages: corpus (quickstart only), prepare, seed, backward, eval-backward, augment, m0, eval-m0, curate-r1, m1,
     eval-m1, ... export (eval-mN: the collapse guard, docs/run.md).
     """
     from .core.config import parse_set_options
-    from .loop import RunConfig, format_run_summary, run_loop
+    from .loop import RunConfig, format_run_summary, run_loop, run_status
 
     from .analysis.report import write_report
 
-    run = run_loop(config_path, run_dir=run_dir, start=start, until=until,
-                   overrides=parse_set_options(RunConfig, sets))
+    overrides = parse_set_options(RunConfig, sets)
+    if status:
+        click.echo(run_status(config_path, run_dir=run_dir, overrides=overrides))
+        return
+    run = run_loop(config_path, run_dir=run_dir, start=start, until=until, overrides=overrides, only=only)
+    if only is not None and only != run.order[-1]:
+        return  # a Slurm job of one stage; the last one writes the report and the summary, as a local run does
+    if run.config["executor"]["kind"] == "slurm" and only is None:  # submitted: the jobs run the stages
+        click.echo("\n" + run_status(config_path, run_dir=str(run.dir), overrides=overrides))
+        click.echo(f"\nwatch: humpback run {config_path} --run-dir {run.dir} --status   (re-run the same command "
+                   "after a failure: only what is not done is submitted again)")
+        return
     with _quiet_stage("report", run.logs_dir / "report.log"):
         write_report(run.dir)  # read by format_run_summary, which names it
     click.echo("\n" + format_run_summary(run))

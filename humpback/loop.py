@@ -32,7 +32,8 @@ from .stages.curate import CurateConfig
 from .core.locks import locked, run_lock_path
 from .core.models import DEFAULT_MODEL
 from .core.records import read_table
-from .core.runs import Run, Stage, StageContext
+from .core.runs import Run, RunError, Stage, StageContext
+from .core.slurm import RunExecutorConfig
 from .stages.seed import seed_source_path
 from .core.results import (AugmentSummary, CorpusSummary, CurateSummary, EvalBackwardSummary, ExportSummary,
                             PrepareSummary, RoundEvalSummary, SeedSummary, TrainSummary, describe, fig)
@@ -107,6 +108,7 @@ class RunConfig(StrictModel):
     export: ExportSettings = Field(default_factory=ExportSettings)
     evaluate: EvaluateSettings = Field(default_factory=EvaluateSettings)
     loop: LoopSettings = Field(default_factory=LoopSettings)
+    executor: RunExecutorConfig = Field(default_factory=RunExecutorConfig)  # slurm: one job per stage
 
     @model_validator(mode="after")
     def _one_base(self) -> RunConfig:
@@ -167,9 +169,9 @@ def _check_executors(cfg: RunConfig, source: str) -> None:
                       ("curate.executor.kind", cfg.curate.executor.kind)):
         if kind == "slurm":
             raise ConfigError(f"{source}: {key}: slurm is not supported inside `humpback run`, which waits for each "
-                              "stage before training the next model; run the loop inside one allocation with "
-                              "executor local or ray (a Ray cluster spans nodes), or drive the sharded stages on "
-                              "Slurm with `humpback prepare/augment/curate` (docs/scale_out.md)")
+                              "stage before training the next model; set the run's `executor: {kind: slurm}` "
+                              "instead (each stage is a job, its datatrove tasks run inside it), or run the loop "
+                              "inside one allocation with executor local or ray (docs/scale_out.md)")
 
 
 def _check_inputs(cfg: RunConfig, source: str) -> None:
@@ -190,12 +192,31 @@ def _check_inputs(cfg: RunConfig, source: str) -> None:
 
 
 def run_loop(config_path: str | os.PathLike, run_dir: Optional[str] = None, start: Optional[str] = None,
-             until: Optional[str] = None, overrides: Optional[dict[str, Any]] = None) -> Run:
-    """Run (or resume) the loop described by ``config_path``; returns the Run with its manifest."""
+             until: Optional[str] = None, overrides: Optional[dict[str, Any]] = None,
+             only: Optional[str] = None) -> Run:
+    """Run (or resume) the loop described by ``config_path``; returns the Run with its manifest. With
+    executor slurm it submits the stages as jobs and returns at once; ``only`` runs that one stage here (what
+    each of those jobs does), beside the others, without the run's lock."""
     cfg = load_run_config(config_path, overrides)
     _check_executors(cfg, str(config_path))
     _check_inputs(cfg, str(config_path))
     root = Path(run_dir or cfg.run_dir or Path("runs") / cfg.name)
+    if only is not None:
+        stages = build_stages(cfg, Layout(root))
+        order = [st.name for st in stages]
+        if only not in order:
+            raise RunError(f"--only {only}: unknown stage; stages are: {', '.join(order)}")
+        run = Run(root, cfg.model_dump(mode="json"), kind="humpback", config_source=str(config_path), order=order)
+        # the stages before it ran in other jobs: their stored results are what a walk would have handed on
+        before = order[:order.index(only)]
+        ctx = StageContext(run, results={name: run.stages[name].result for name in before
+                                         if run.is_done(name)})
+        run.stage(next(st for st in stages if st.name == only), ctx)
+        return run
+    if cfg.executor.kind == "slurm":
+        from .loop_slurm import submit_loop
+
+        return submit_loop(cfg, root, str(config_path), start, until)
     # before the manifest is read or written: a second run on this folder must leave it untouched
     with locked(run_lock_path(root), "humpback run"):
         return _run_stages(cfg, root, str(config_path), start, until)
@@ -404,6 +425,16 @@ def build_stages(cfg: RunConfig, lay: Layout) -> list[Stage]:
     return stages
 
 
+def run_status(config_path: str | os.PathLike, run_dir: Optional[str] = None,
+               overrides: Optional[dict[str, Any]] = None) -> str:
+    """The `--status` table of the run ``config_path`` describes (any executor); reads, never writes."""
+    from .loop_status import format_status
+
+    cfg = load_run_config(config_path, overrides)
+    root = Path(run_dir or cfg.run_dir or Path("runs") / cfg.name)
+    return format_status(root, [st.name for st in build_stages(cfg, Layout(root))])
+
+
 def format_run_summary(run: Run) -> str:
     """Counts per stage, tier sizes, self-checks and time per stage, from the manifest."""
     lines = [f"run {run.dir} ({run.config.get('name')}, {run.config.get('rounds')} round(s), "
@@ -498,4 +529,4 @@ def format_outputs(run: Run) -> list[str]:
     return out
 
 
-__all__ = ["RunConfig", "load_run_config", "run_loop", "format_run_summary", "build_stages", "Layout"]
+__all__ = ["RunConfig", "load_run_config", "run_loop", "run_status", "format_run_summary", "build_stages", "Layout"]

@@ -153,6 +153,20 @@ def locked(path: str | os.PathLike, command: str) -> Iterator[Path]:
         os.close(fd)
 
 
+@contextmanager
+def waiting(path: str | os.PathLike) -> Iterator[None]:
+    """Hold ``path`` for a short block, waiting for another holder: for read-modify-write of one shared file
+    (the manifest that the Slurm jobs of one run update side by side). The file is kept, so no rename race."""
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(p, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
 def holder(path: str | os.PathLike) -> dict[str, Any] | None:
     """The note of the process holding ``path`` now, or None when nobody does."""
     p = Path(path)
@@ -171,7 +185,7 @@ def holder(path: str | os.PathLike) -> dict[str, Any] | None:
         os.close(fd)
 
 
-__all__ = ["LockError", "describe", "holder", "locked", "output_lock_path", "run_lock_path"]
+__all__ = ["LockError", "describe", "holder", "locked", "output_lock_path", "run_lock_path", "waiting"]
 
 
 def writes_output(param: str = "output"):

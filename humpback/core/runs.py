@@ -31,7 +31,7 @@ from pydantic import BaseModel, ConfigDict
 
 from . import console
 from .faults import fault_point
-from .locks import locked, output_lock_path
+from .locks import locked, output_lock_path, waiting
 from .records import write_json
 
 log = logging.getLogger("humpback.runs")
@@ -91,7 +91,8 @@ def fingerprint_path(path: str | os.PathLike) -> str:
 @dataclass
 class StageRecord:
     name: str
-    status: str = "pending"  # pending | running | done | failed (early-stopped stages: Run.stopped)
+    # pending | queued (a Slurm job waits to run it) | running | done | failed (early-stopped stages: Run.stopped)
+    status: str = "pending"
     fingerprint: Optional[str] = None
     inputs: dict[str, str] = field(default_factory=dict)
     outputs: list[str] = field(default_factory=list)
@@ -100,6 +101,7 @@ class StageRecord:
     finished: Optional[float] = None
     result: dict[str, Any] = field(default_factory=dict)
     error: Optional[str] = None
+    job: Optional[str] = None  # the Slurm job that runs (or ran) it
 
 
 class StageResult(BaseModel):
@@ -175,6 +177,7 @@ class Run:
         self.stopped: list[str] = []  # stages this walk did not run because of an early stop
         self.config_source = config_source
         self.forced: set[str] = set()
+        self._mine: set[str] = set()  # stages this process recorded; save() keeps the others as on disk
         self.until: Optional[str] = None
         self.timings: dict[str, float] = {}
         self.save()
@@ -198,6 +201,15 @@ class Run:
             raise RunError(f"{self.manifest_path}: not valid JSON ({e}); move it away to start the run afresh")
 
     def save(self) -> None:
+        # The Slurm jobs of one run record their stages side by side: re-read under the lock and write back
+        # only the stages this process recorded.
+        with waiting(self.dir / ".manifest.lock"):
+            for name, rec in ((self._load() or {}).get("stages") or {}).items():
+                if name not in self._mine:
+                    self.stages[name] = StageRecord(**rec)
+            self._write()
+
+    def _write(self) -> None:
         write_json({
             "kind": self.kind,
             "created": self.created,
@@ -265,17 +277,39 @@ class Run:
                 break
         return ctx
 
-    def stage(self, st: Stage, ctx: StageContext) -> dict[str, Any]:
-        """Run stage ``st`` unless it is up to date; return its stored (JSON) result."""
-        name = st.name
+    def _plan(self, st: Stage, ctx: StageContext) -> tuple[str, dict[str, str], list[Path], bool]:
+        """The stage's fingerprint, its input fingerprints, its outputs, and whether it is up to date."""
         params = st.params(ctx) if callable(st.params) else st.params
         after = st.depends_on(ctx) if callable(st.depends_on) else st.depends_on
         input_fps = {self._key(p): fingerprint_path(p) for p in st.inputs}
         fp = self.fingerprint(params, input_fps, after)
-        rec = self.stages.get(name)
+        rec = self.stages.get(st.name)
         outs = [Path(o) for o in st.outputs]
         fresh = (rec is not None and rec.status == "done" and rec.fingerprint == fp
-                 and all(o.exists() for o in outs) and name not in self.forced)
+                 and all(o.exists() for o in outs) and st.name not in self.forced)
+        return fp, input_fps, outs, fresh
+
+    def up_to_date(self, st: Stage, ctx: StageContext) -> bool:
+        """Whether ``st`` would be skipped now (False while a stage it reads has not finished)."""
+        try:
+            return self._plan(st, ctx)[3]
+        except RunError:
+            return False
+
+    def queue(self, name: str, job: str) -> None:
+        """Record that Slurm job ``job`` will run stage ``name``. A forced stage loses its fingerprint, so the job
+        removes its outputs and runs it afresh; otherwise the job resumes what an earlier attempt left."""
+        rec = self.stages.get(name) or StageRecord(name=name)
+        self.stages[name] = StageRecord(**{**vars(rec), "status": "queued", "job": job, "error": None,
+                                           "fingerprint": None if name in self.forced else rec.fingerprint})
+        self._mine.add(name)
+        self.save()
+
+    def stage(self, st: Stage, ctx: StageContext) -> dict[str, Any]:
+        """Run stage ``st`` unless it is up to date; return its stored (JSON) result."""
+        name = st.name
+        fp, input_fps, outs, fresh = self._plan(st, ctx)
+        rec = self.stages.get(name)
         if fresh:
             log.warning("[%s] up to date (finished in %.0fs earlier); skipped", name, rec.seconds or 0)
             self.timings[name] = 0.0
@@ -295,14 +329,16 @@ class Run:
             # outputs of another configuration (or a forced re-run): remove them so nothing stale is reused
             for o in outs:
                 _remove(o)
-            why = "forced by --from" if name in self.forced else "its inputs or settings changed"
-            log.warning("[%s] re-running: %s", name, why)
-        elif rec is not None and rec.status in ("running", "failed"):
+            if rec.fingerprint is not None or name in self.forced:  # None: queued afresh by a Slurm chain
+                why = "forced by --from" if name in self.forced else "its inputs or settings changed"
+                log.warning("[%s] re-running: %s", name, why)
+        elif rec is not None and rec.status in ("running", "failed", "queued"):
             log.warning("[%s] resuming an interrupted run", name)
         self.forced.discard(name)
         rec = StageRecord(name=name, status="running", fingerprint=fp, inputs=input_fps,
-                          outputs=[str(o) for o in outs], started=time.time())
+                          outputs=[str(o) for o in outs], started=time.time(), job=os.environ.get("SLURM_JOB_ID"))
         self.stages[name] = rec
+        self._mine.add(name)
         self.save()
         quiet = console.is_quiet()
         if not quiet:
