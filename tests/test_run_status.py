@@ -63,14 +63,18 @@ def test_a_dry_run_writes_one_job_per_stage_waiting_for_what_it_reads(tmp_path, 
     out = CliRunner().invoke(main, ["run", str(cfg), "--run-dir", str(root)])
     assert out.exit_code == 0, out.output
     args = {p.stem: shlex.split(p.read_text()) for p in (root / "slurm").glob("*.args")}
-    assert set(args) == {"prepare", "seed", "backward", "eval-backward", "augment", "m0", "curate-r1", "m1", "export"}
+    assert set(args) == {"prepare", "seed", "backward", "eval-backward", "augment", "m0", "eval-m0", "curate-r1", "m1",
+                         "eval-m1", "export"}
+    # the collapse guard's check of m1 waits for both models it compares
+    dep = next(a for a in args["eval-m1"] if a.startswith("--dependency="))
+    assert "dry-m1" in dep.split(":") and "dry-m0" in dep.split(":"), dep
     assert "--dependency=afterok:dry-prepare:dry-backward" in args["augment"]
     assert not any(a.startswith("--dependency") for a in args["prepare"])
     assert "#SBATCH --gres=gpu:1" in (root / "slurm" / "m0.sbatch").read_text()
     assert "--gres" not in (root / "slurm" / "augment.sbatch").read_text()
     assert "--only augment" in (root / "slurm" / "augment.sbatch").read_text()
     assert all(s.state == "pending" for s in stage_states(root, list(args)))  # a dry run queues nothing
-    assert "pending 9" in run_status(cfg, run_dir=str(root))
+    assert "pending 11" in run_status(cfg, run_dir=str(root))
 
 
 def test_a_misspelt_stage_under_executor_slurm_stages_is_named(tmp_path, tiny_model_dir):
@@ -84,7 +88,7 @@ def test_a_misspelt_stage_under_executor_slurm_stages_is_named(tmp_path, tiny_mo
 def test_status_of_a_run_not_started_is_all_pending_and_only_names_an_unknown_stage(tmp_path, tiny_model_dir):
     cfg = tiny_run_config(tmp_path, tiny_model_dir, rounds=1)
     status = CliRunner().invoke(main, ["run", str(cfg), "--run-dir", str(tmp_path / "run"), "--status"])
-    assert status.exit_code == 0 and status.output.rstrip().endswith("pending 9"), status.output
+    assert status.exit_code == 0 and status.output.rstrip().endswith("pending 11"), status.output
     assert not (tmp_path / "run").exists()  # --status writes nothing
     out = CliRunner().invoke(main, ["run", str(cfg), "--run-dir", str(tmp_path / "run"), "--only", "m7"])
     assert out.exit_code == 2 and "error: --only m7: unknown stage; stages are: prepare, seed," in out.output
