@@ -72,6 +72,8 @@ def submit_loop(cfg, root: Path, config_path: str, start: str | None, until: str
                         cancel(rec.job)
                     jobs[st.name] = _submit_stage(st, deps, run, root, frozen, settings, jobs)
                     submitted.add(st.name)
+            if run.is_done(st.name):  # what a walk hands on, and what the stage's own job saw (--only)
+                ctx.results[st.name] = run.stages[st.name].result
             if run.reached_end(st.name):
                 break
         return run
