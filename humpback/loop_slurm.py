@@ -72,8 +72,9 @@ def submit_loop(cfg, root: Path, config_path: str, start: str | None, until: str
                         cancel(rec.job)
                     jobs[st.name] = _submit_stage(st, deps, run, root, frozen, settings, jobs)
                     submitted.add(st.name)
-            if run.is_done(st.name):  # what a walk hands on, and what the stage's own job saw (--only)
-                ctx.results[st.name] = run.stages[st.name].result
+            # what a walk hands on: a stored result, or (for a stage whose job is queued) a placeholder, so
+            # that stages reading "every stage so far" (export waits for every eval-mN) wait for it too
+            ctx.results[st.name] = run.stages[st.name].result if run.is_done(st.name) else {}
             if run.reached_end(st.name):
                 break
         return run

@@ -68,6 +68,9 @@ def test_a_dry_run_writes_one_job_per_stage_waiting_for_what_it_reads(tmp_path, 
     # the collapse guard's check of m1 waits for both models it compares
     dep = next(a for a in args["eval-m1"] if a.startswith("--dependency="))
     assert "dry-m1" in dep.split(":") and "dry-m0" in dep.split(":"), dep
+    # export reads every eval-mN's result (the run's result round): its job waits for them
+    dep = next(a for a in args["export"] if a.startswith("--dependency="))
+    assert {"dry-eval-m0", "dry-eval-m1", "dry-m1"} <= set(dep.split("=", 1)[1].split(":")), dep
     assert "--dependency=afterok:dry-prepare:dry-backward" in args["augment"]
     assert not any(a.startswith("--dependency") for a in args["prepare"])
     assert "#SBATCH --gres=gpu:1" in (root / "slurm" / "m0.sbatch").read_text()
