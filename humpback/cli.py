@@ -432,8 +432,10 @@ def init_cmd(directory, force) -> None:
 @click.option("--until", default=None, help="Stop after this stage.")
 @click.option("--status", is_flag=True, help="Show each stage's state (done, running, queued, failed) and exit.")
 @click.option("--only", default=None, hidden=True, help="Run this one stage (what each Slurm job of a run does).")
+@click.option("--array-task", type=int, default=None, hidden=True,
+              help="With --only: run this task of the stage's sharded step (what each task of its job array does).")
 @_set_option
-def run_cmd(config_path, run_dir, start, until, status, only, sets) -> None:
+def run_cmd(config_path, run_dir, start, until, status, only, array_task, sets) -> None:
     """Run the Humpback loop described by CONFIG (YAML); rerunning resumes and skips finished stages.
 
     Stages: corpus (quickstart only), prepare, seed, backward, eval-backward, augment, m0, eval-m0, curate-r1, m1,
@@ -448,8 +450,9 @@ def run_cmd(config_path, run_dir, start, until, status, only, sets) -> None:
     if status:
         click.echo(run_status(config_path, run_dir=run_dir, overrides=overrides))
         return
-    run = run_loop(config_path, run_dir=run_dir, start=start, until=until, overrides=overrides, only=only)
-    if only is not None and only != run.order[-1]:
+    run = run_loop(config_path, run_dir=run_dir, start=start, until=until, overrides=overrides, only=only,
+                   array_task=array_task)
+    if only is not None and (only != run.order[-1] or array_task is not None):
         return  # a Slurm job of one stage; the last one writes the report and the summary, as a local run does
     if run.config["executor"]["kind"] == "slurm" and only is None:  # submitted: the jobs run the stages
         click.echo("\n" + run_status(config_path, run_dir=str(run.dir), overrides=overrides))

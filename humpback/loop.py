@@ -193,14 +193,17 @@ def _check_inputs(cfg: RunConfig, source: str) -> None:
 
 def run_loop(config_path: str | os.PathLike, run_dir: Optional[str] = None, start: Optional[str] = None,
              until: Optional[str] = None, overrides: Optional[dict[str, Any]] = None,
-             only: Optional[str] = None) -> Run:
+             only: Optional[str] = None, array_task: Optional[int] = None) -> Run:
     """Run (or resume) the loop described by ``config_path``; returns the Run with its manifest. With
     executor slurm it submits the stages as jobs and returns at once; ``only`` runs that one stage here (what
-    each of those jobs does), beside the others, without the run's lock."""
+    each of those jobs does), beside the others, without the run's lock; with ``array_task`` only that task of
+    its sharded step (what each task of the stage's job array does), leaving the stage to its own job."""
     cfg = load_run_config(config_path, overrides)
     _check_executors(cfg, str(config_path))
     _check_inputs(cfg, str(config_path))
     root = Path(run_dir or cfg.run_dir or Path("runs") / cfg.name)
+    if array_task is not None and only is None:
+        raise RunError("--array-task needs --only STAGE")
     if only is not None:
         stages = build_stages(cfg, Layout(root))
         order = [st.name for st in stages]
@@ -211,7 +214,14 @@ def run_loop(config_path: str | os.PathLike, run_dir: Optional[str] = None, star
         before = order[:order.index(only)]
         ctx = StageContext(run, results={name: run.stages[name].result for name in before
                                          if run.is_done(name)})
-        run.stage(next(st for st in stages if st.name == only), ctx)
+        st = next(st for st in stages if st.name == only)
+        if st.skip is not None and st.skip(ctx):  # e.g. a round after the collapse guard stopped the run
+            log.warning("[%s] not run: the run stopped early", only)
+            run.stop(only)
+        elif array_task is not None:
+            run.array_task(st, ctx, array_task)
+        else:
+            run.stage(st, ctx)
         return run
     if cfg.executor.kind == "slurm":
         from .loop_slurm import submit_loop
@@ -331,7 +341,8 @@ def build_stages(cfg: RunConfig, lay: Layout) -> list[Stage]:
                                                        "dropped")})
 
     stages.append(Stage("augment", augment, params=cfg.augment.model_dump(mode="json"),
-                        depends_on=["prepare", "backward"], outputs=[lay.augment], result=AugmentSummary))
+                        depends_on=["prepare", "backward"], outputs=[lay.augment], result=AugmentSummary,
+                        tasks=cfg.augment.executor.tasks, workers=cfg.augment.executor.workers))
 
     # M0, then curate -> train rounds: round r is scored by m(r-1), and m(r) trains on seed + its tier
     forward_cfg = cfg.training("forward")
@@ -391,7 +402,8 @@ def build_stages(cfg: RunConfig, lay: Layout) -> list[Stage]:
         out = lay.curate(r)
         stages.append(Stage(f"curate-r{r}", curate(lay.model(f"m{r - 1}"), out),
                             params=cfg.curate.model_dump(mode="json"), depends_on=["augment", f"m{r - 1}"],
-                            outputs=[out], result=CurateSummary, skip=stopped))
+                            outputs=[out], result=CurateSummary, skip=stopped, tasks=cfg.curate.executor.tasks,
+                            workers=cfg.curate.executor.workers))
         stages.append(Stage(f"m{r}", forward(f"m{r}", [str(out / "curated")]),
                             params=forward_cfg.model_dump(mode="json"), depends_on=["seed", f"curate-r{r}"],
                             outputs=[lay.model(f"m{r}")], result=TrainSummary, skip=stopped))

@@ -10,6 +10,13 @@ submitting process exits at once and can be run again at any time:
 - a stage whose job failed, was cancelled or is gone is submitted again; its job resumes what the killed one
   left (training checkpoints, datatrove completion markers, chunk checkpoints), as a local re-run does.
 
+A stage of several datatrove tasks (augment's and curate's ``executor.tasks``) is a job array of that many
+tasks (at most ``executor.workers`` at once), task i running ``--only STAGE --array-task i``: task i of the
+stage's sharded model step, each on its own node and GPUs. The stage's job waits for the whole array and
+finishes the stage: the later steps (they may read every task's output), the stats and the manifest record.
+A failed task fails the array, Slurm cancels the stage's job, and a re-run resubmits both; the tasks that
+finished are done in a second (completion markers).
+
 The config is frozen into RUN/slurm/config.yaml at submission, so a job that starts hours later runs the
 settings it was queued with, whatever happens to CONFIG meanwhile. Why one job per stage rather than a driver
 job walking the table: the chain needs no allocation of its own while it waits, each stage asks for what it
@@ -57,8 +64,12 @@ def submit_loop(cfg, root: Path, config_path: str, start: str | None, until: str
         ctx = StageContext(run)
         jobs: dict[str, str] = {}  # stage -> the job that the stages after it wait for
         submitted: set[str] = set()
+        run.restart_stops()
         for st in stages:
             rec = run.stages.get(st.name)
+            if st.skip is not None and st.skip(ctx):  # known now (the guard's eval is done): no job
+                run.stop(st.name)
+                continue
             if not run.up_to_date(st, ctx):
                 state = job_state(rec.job) if rec is not None and rec.job and rec.status != "done" else None
                 deps = st.depends_on(ctx) if callable(st.depends_on) else st.depends_on
@@ -70,6 +81,8 @@ def submit_loop(cfg, root: Path, config_path: str, start: str | None, until: str
                 else:
                     if state is not None and state.active:  # forced by --from, or stale: it is outdated
                         cancel(rec.job)
+                        if rec.array_job:
+                            cancel(rec.array_job)
                     jobs[st.name] = _submit_stage(st, deps, run, root, frozen, settings, jobs)
                     submitted.add(st.name)
             # what a walk hands on: a stored result, or (for a stage whose job is queued) a placeholder, so
@@ -81,20 +94,32 @@ def submit_loop(cfg, root: Path, config_path: str, start: str | None, until: str
 
 
 def _submit_stage(st, deps, run: Run, root: Path, frozen: Path, settings, jobs: dict[str, str]) -> str:
+    """Queue stage ``st``'s job after the jobs of ``deps``; a stage of several datatrove tasks first gets a job
+    array (task i runs task i of its sharded step), and its job, after the whole array, finishes it."""
     after = [jobs[d] for d in deps if d in jobs]
     job_settings = settings.for_stage(st.name, training=st.result is TrainSummary)
     python = settings.python or sys.executable
     command = [python, "-m", "humpback", "run", str(frozen.resolve()), "--run-dir", str(root.resolve()),
                "--only", st.name]
-    script = root / "slurm" / f"{st.name}.sbatch"
     (root / "logs").mkdir(exist_ok=True)
-    script.write_text(job_script(f"{settings.job_name}-{st.name}", job_settings, command,
-                                 (root / "logs" / f"{st.name}.slurm.out").resolve(), Path.cwd().resolve(),
-                                 settings.env_command))
+    name = f"{settings.job_name}-{st.name}"
+    array_job = None
+    if st.tasks > 1:
+        script = root / "slurm" / f"{st.name}.array.sbatch"
+        script.write_text(job_script(name, job_settings, command,
+                                     (root / "logs" / f"{st.name}.task%a.slurm.out").resolve(), Path.cwd().resolve(),
+                                     settings.env_command, array=(st.tasks, st.workers)))
+        array_job = submit(script, after, dry_run=settings.dry_run)
+        log.warning("[%s] submitted %d tasks as job array %s%s", st.name, st.tasks, array_job,
+                    f" after {', '.join(after)}" if after else "")
+        after = [array_job]
+    script = root / "slurm" / f"{st.name}.sbatch"
+    script.write_text(job_script(name, job_settings, command, (root / "logs" / f"{st.name}.slurm.out").resolve(),
+                                 Path.cwd().resolve(), settings.env_command))
     job = submit(script, after, dry_run=settings.dry_run)
     log.warning("[%s] submitted as job %s%s", st.name, job, f" after {', '.join(after)}" if after else "")
     if not settings.dry_run:
-        run.queue(st.name, job)
+        run.queue(st.name, job, array_job)
     return job
 
 

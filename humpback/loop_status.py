@@ -19,7 +19,7 @@ from .core.runs import MANIFEST, StageRecord
 @dataclass
 class StageState:
     stage: str
-    state: str  # pending | queued | running | done | failed
+    state: str  # pending | queued | running | done | failed | stopped
     detail: str  # "job 12", the reason, the log's last line
     seconds: Optional[float]
     result: str
@@ -37,7 +37,8 @@ def _last_line(*paths: Path) -> str:
 
 def stage_states(root: Path, order: list[str]) -> list[StageState]:
     path = root / MANIFEST
-    stored = json.loads(path.read_text(encoding="utf-8")).get("stages", {}) if path.is_file() else {}
+    manifest = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+    stored, stopped = manifest.get("stages", {}), set(manifest.get("stopped") or [])
     lock_note = holder(run_lock_path(root))
     out = []
     for name in order:
@@ -45,15 +46,21 @@ def stage_states(root: Path, order: list[str]) -> list[StageState]:
         logs = (root / "logs" / f"{name}.slurm.out", root / "logs" / f"{name}.log")
         result = describe(name, rec.result) if rec is not None and rec.result else ""
         seconds = rec.seconds if rec is not None else None
-        if rec is None or rec.status == "pending":
+        if name in stopped and (rec is None or rec.status != "done"):
+            out.append(StageState(name, "stopped", "the run stopped early (collapse guard)", None, ""))
+        elif rec is None or rec.status == "pending":
             out.append(StageState(name, "pending", "", None, ""))
         elif rec.status == "done":
             out.append(StageState(name, "done", f"job {rec.job}" if rec.job else "", seconds, result))
         elif rec.job:
-            from .core.slurm import job_state
+            from .core.slurm import array_states, job_state
 
             js = job_state(rec.job)
-            if js.state == "PENDING":
+            tasks = array_states(rec.array_job) if rec.array_job and js.state == "PENDING" else {}
+            if tasks.get("RUNNING") or tasks.get("COMPLETED"):  # its job waits for its job array, which runs
+                out.append(StageState(name, "running", f"array {rec.array_job}: {tasks.get('COMPLETED', 0)} "
+                                                       f"tasks done, {tasks.get('RUNNING', 0)} running", None, ""))
+            elif js.state == "PENDING":
                 reason = f" ({js.reason})" if js.reason not in ("", "None") else ""
                 out.append(StageState(name, "queued", f"job {rec.job}{reason}", None, ""))
             elif js.active:
@@ -75,7 +82,8 @@ def format_status(root: Path, order: list[str]) -> str:
     for r in rows:
         secs = "-" if r.seconds is None else f"{r.seconds:.1f}"
         lines.append(f"{r.stage:<14} {r.state:<8} {secs:>8}  {r.detail:<28} {r.result}".rstrip())
-    counts = {s: sum(r.state == s for r in rows) for s in ("done", "running", "queued", "failed", "pending")}
+    counts = {s: sum(r.state == s for r in rows)
+              for s in ("done", "running", "queued", "failed", "pending", "stopped")}
     lines.append("  ".join(f"{k} {v}" for k, v in counts.items() if v))
     return "\n".join(lines)
 

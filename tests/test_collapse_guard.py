@@ -187,3 +187,27 @@ def test_the_decision_compares_rounds_from_one_on():
     assert standing(trained | {"eval-m2": _eval(True)}, 3, False) == Standing(3)
     assert standing({"m0": {}, "m1": {}}, 3, True) == Standing(1)  # a walk cut short by --until
     assert standing({"m0": {}}, 3, True).round is None
+
+
+def test_on_slurm_the_rounds_after_the_stop_get_no_job_and_a_queued_one_does_nothing(stopped_run, tmp_path):
+    import yaml
+
+    from humpback.loop import run_status
+
+    tmp, cfg, _, _ = stopped_run
+    root = tmp_path / "run"
+    shutil.copytree(tmp / "run", root)
+    manifest = _manifest(root)
+    manifest["stopped"] = []  # as a chain submitted before eval-m2 ended leaves it: curate-r3's job is queued
+    (root / "manifest.json").write_text(json.dumps(manifest))
+    run_loop(cfg, run_dir=str(root), only="curate-r3")  # what that job runs once eval-m2 has stopped the run
+    assert _manifest(root)["stopped"] == ["curate-r3"] and not (root / "curate" / "r3").exists()
+    status = run_status(cfg, run_dir=str(root))
+    assert any(line.split()[:2] == ["curate-r3", "stopped"] for line in status.splitlines()), status
+
+    slurm_cfg = tmp_path / "slurm.yaml"
+    slurm_cfg.write_text(yaml.safe_dump(yaml.safe_load(cfg.read_text()) | {
+        "executor": {"kind": "slurm", "slurm": {"dry_run": True}}}))
+    run_loop(slurm_cfg, run_dir=str(root))  # a chain submitted now: the guard's verdict is known
+    assert not list((root / "slurm").glob("*.args"))  # every stage is done or stopped: no job
+    assert _manifest(root)["stopped"] == STOPPED

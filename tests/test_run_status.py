@@ -15,9 +15,9 @@ from humpback.cli import main
 from humpback.core.locks import locked, run_lock_path
 from humpback.core.runs import Run, Stage, StageContext
 from humpback.core.slurm import RunSlurmConfig
-from humpback.loop import RunConfig, run_status
+from humpback.loop import RunConfig, run_loop, run_status
 from humpback.loop_status import stage_states
-from runconfig import REPO, tiny_run_config
+from runconfig import REPO, rows, tiny_run_config
 
 
 def test_runs_of_one_folder_record_their_own_stages_side_by_side(tmp_path):
@@ -58,13 +58,20 @@ def test_stage_jobs_take_the_defaults_then_train_then_their_own_settings():
 
 def test_a_dry_run_writes_one_job_per_stage_waiting_for_what_it_reads(tmp_path, tiny_model_dir):
     cfg = tiny_run_config(tmp_path, tiny_model_dir, rounds=1, **{
-        "executor": {"kind": "slurm", "slurm": {"dry_run": True, "train": {"gpus": 1}}}})
+        "executor": {"kind": "slurm", "slurm": {"dry_run": True, "train": {"gpus": 1}}},
+        "curate.executor": {"tasks": 3, "workers": 2}})
     root = tmp_path / "run"
     out = CliRunner().invoke(main, ["run", str(cfg), "--run-dir", str(root)])
     assert out.exit_code == 0, out.output
     args = {p.stem: shlex.split(p.read_text()) for p in (root / "slurm").glob("*.args")}
-    assert set(args) == {"prepare", "seed", "backward", "eval-backward", "augment", "m0", "eval-m0", "curate-r1", "m1",
-                         "eval-m1", "export"}
+    assert set(args) == {"prepare", "seed", "backward", "eval-backward", "augment", "m0", "eval-m0", "curate-r1.array",
+                         "curate-r1", "m1", "eval-m1", "export"}
+    # curate's 3 datatrove tasks are a job array (2 at once) after augment and m0; its job finishes after them
+    array = (root / "slurm" / "curate-r1.array.sbatch").read_text()
+    assert "#SBATCH --array=0-2%2" in array and '--only curate-r1 --array-task "$SLURM_ARRAY_TASK_ID"' in array
+    assert "--dependency=afterok:dry-augment:dry-m0" in args["curate-r1.array"]
+    assert "--dependency=afterok:dry-curate-r1.array" in args["curate-r1"]
+    assert "--array" not in (root / "slurm" / "curate-r1.sbatch").read_text()
     # the collapse guard's check of m1 waits for both models it compares
     dep = next(a for a in args["eval-m1"] if a.startswith("--dependency="))
     assert "dry-m1" in dep.split(":") and "dry-m0" in dep.split(":"), dep
@@ -76,7 +83,8 @@ def test_a_dry_run_writes_one_job_per_stage_waiting_for_what_it_reads(tmp_path, 
     assert "#SBATCH --gres=gpu:1" in (root / "slurm" / "m0.sbatch").read_text()
     assert "--gres" not in (root / "slurm" / "augment.sbatch").read_text()
     assert "--only augment" in (root / "slurm" / "augment.sbatch").read_text()
-    assert all(s.state == "pending" for s in stage_states(root, list(args)))  # a dry run queues nothing
+    stages = [a for a in args if not a.endswith(".array")]
+    assert all(s.state == "pending" for s in stage_states(root, stages))  # a dry run queues nothing
     assert "pending 11" in run_status(cfg, run_dir=str(root))
 
 
@@ -106,3 +114,27 @@ def test_the_cluster_config_in_the_docs_is_valid():
     assert (augment.partition, augment.gpus, augment.cpus) == ("gpu", 4, 16)
     assert augment.sbatch_args == {"constraint": "h100"}
     assert (m1.partition, m1.gpus, m1.time, m1.account) == ("gpu", 1, "24:00:00", "my-project")
+
+
+def test_the_tasks_of_a_job_array_then_the_stage_job_make_what_one_local_run_makes(tmp_path, tiny_model_dir):
+    """What the jobs of a Slurm stage of several tasks do, run here one after another: task 1 first, then
+    task 0 (the order Slurm may pick), then the stage's job."""
+    import shutil
+
+    cfg = tiny_run_config(tmp_path, tiny_model_dir, rounds=1, **{"curate.executor": {"tasks": 2}, "evaluate.backward": False,
+                                                                "evaluate.forward": False})
+    local, jobs = tmp_path / "local", tmp_path / "jobs"
+    run_loop(cfg, run_dir=str(local), until="m0")
+    shutil.copytree(local, jobs)
+    run_loop(cfg, run_dir=str(local), until="curate-r1")
+    for rank in (1, 0):
+        run_loop(cfg, run_dir=str(jobs), only="curate-r1", array_task=rank)
+        assert json.loads((jobs / "manifest.json").read_text())["stages"]["curate-r1"]["status"] == "running"
+    assert not (jobs / "curate" / "r1" / "stats.json").exists()  # the stage's job finishes it
+    run_loop(cfg, run_dir=str(jobs), only="curate-r1")
+    for folder, columns in (("scores", ["pair_id", "score"]), ("curated", ["pair_id"])):
+        assert rows(jobs / "curate" / "r1" / folder, columns) == rows(local / "curate" / "r1" / folder, columns) != []
+    stored = json.loads((jobs / "manifest.json").read_text())["stages"]["curate-r1"]
+    assert stored["status"] == "done"
+    out = CliRunner().invoke(main, ["run", str(cfg), "--run-dir", str(jobs), "--array-task", "0"])
+    assert out.exit_code == 2 and "--array-task needs --only STAGE" in out.output

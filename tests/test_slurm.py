@@ -83,7 +83,9 @@ def _ids(root: Path) -> dict[str, list]:
 def runs(tmp_path_factory, tiny_model_dir, slurm_cluster):  # noqa: F811
     """The tiny loop (1 round) run locally, then the same config on Slurm in the same folder (ids name it)."""
     tmp = tmp_path_factory.mktemp("slurm-loop")
-    local_cfg = tiny_run_config(tmp, tiny_model_dir, rounds=1, **{"evaluate.backward": False})
+    # curate's two datatrove tasks: on Slurm a job array of two, then the stage's job
+    local_cfg = tiny_run_config(tmp, tiny_model_dir, rounds=1, **{"evaluate.backward": False,
+                                                                   "curate.executor": {"tasks": 2}})
     cfg = yaml.safe_load(local_cfg.read_text())
     cfg["executor"] = {"kind": "slurm", "slurm": {"cpus": 1, "mem_gb": 3, "job_name": "hb-test"}}
     slurm_cfg = tmp / "slurm.yaml"
@@ -105,9 +107,12 @@ def test_the_loop_on_slurm_makes_the_local_ids_and_status_follows_it(runs):
     assert all(rec["status"] != "pending" and rec["job"] for rec in stages.values())  # the first may have started
     script = (root / "slurm" / "augment.sbatch").read_text()
     assert "--only augment" in script and "#SBATCH --cpus-per-task=1" in script and "#SBATCH --mem=3G" in script
+    assert "#SBATCH --array=0-1" in (root / "slurm" / "curate-r1.array.sbatch").read_text()
+    assert stages["curate-r1"]["array_job"] and stages["augment"]["array_job"] is None
     seen = _watch_until_done(cfg, root)
     assert {"queued", "running", "done"} <= seen
     assert _ids(root) == local
+    assert all((root / "logs" / f"curate-r1.task{i}.slurm.out").is_file() for i in (0, 1))
     assert (root / "report.html").is_file() and "outputs:" in (root / "logs" / "export.slurm.out").read_text()
     again = _cli(cfg, root)  # everything is done: nothing is submitted
     assert "submitted" not in again.stderr and _stages(root)["export"]["status"] == "done"

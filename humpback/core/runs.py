@@ -102,6 +102,7 @@ class StageRecord:
     result: dict[str, Any] = field(default_factory=dict)
     error: Optional[str] = None
     job: Optional[str] = None  # the Slurm job that runs (or ran) it
+    array_job: Optional[str] = None  # on Slurm, the job array running its sharded step before `job` finishes it
 
 
 class StageResult(BaseModel):
@@ -151,6 +152,10 @@ class Stage:
     outputs: Sequence[str | os.PathLike] = ()
     result: type[StageResult] = StageResult  # how its stored result reads back
     skip: Optional[Callable[[StageContext], bool]] = None  # True: not walked at all (e.g. after an early stop)
+    # the datatrove tasks of its sharded model step; on Slurm more than one run as a job array (at most
+    # ``workers`` at once), then the stage's own job finishes it (shards.array_task)
+    tasks: int = 1
+    workers: Optional[int] = None
 
 
 class Run:
@@ -174,7 +179,9 @@ class Run:
         self.created = (previous or {}).get("created", time.time())
         # what the loop says the run produced (humpback run: the round whose model and tier stand); the loop sets it
         self.result: Optional[dict[str, Any]] = (previous or {}).get("result")
-        self.stopped: list[str] = []  # stages this walk did not run because of an early stop
+        # stages not run because of an early stop: by this walk, or (Slurm) by the jobs of the chain submitted last
+        self.stopped: list[str] = list((previous or {}).get("stopped") or [])
+        self._stopped_afresh = False  # True: a new walk or chain decides them again; False: jobs add theirs
         self.config_source = config_source
         self.forced: set[str] = set()
         self._mine: set[str] = set()  # stages this process recorded; save() keeps the others as on disk
@@ -204,9 +211,13 @@ class Run:
         # The Slurm jobs of one run record their stages side by side: re-read under the lock and write back
         # only the stages this process recorded.
         with waiting(self.dir / ".manifest.lock"):
-            for name, rec in ((self._load() or {}).get("stages") or {}).items():
+            on_disk = self._load() or {}
+            for name, rec in (on_disk.get("stages") or {}).items():
                 if name not in self._mine:
                     self.stages[name] = StageRecord(**rec)
+            if not self._stopped_afresh:
+                mine = [n for n in self.stopped if n in self._mine]
+                self.stopped = [n for n in on_disk.get("stopped") or [] if n not in self._mine] + mine
             self._write()
 
     def _write(self) -> None:
@@ -266,16 +277,27 @@ class Run:
         """Run the stages in order, each unless it is up to date, stopping after --until's stage; the context
         holds every walked stage's stored result."""
         ctx = StageContext(self)
-        self.stopped = []
+        self.restart_stops()
         for st in stages:
             if st.skip is not None and st.skip(ctx):
-                self.stopped.append(st.name)
-                self.save()
+                self.stop(st.name)
                 continue
             ctx.results[st.name] = self.stage(st, ctx)
             if self.reached_end(st.name):
                 break
         return ctx
+
+    def restart_stops(self) -> None:
+        """A new walk (or Slurm chain) decides the early stops again."""
+        self.stopped = []
+        self._stopped_afresh = True
+
+    def stop(self, name: str) -> None:
+        """Record that stage ``name`` is not run because of an early stop (its ``skip``)."""
+        if name not in self.stopped:
+            self.stopped.append(name)
+        self._mine.add(name)
+        self.save()
 
     def _plan(self, st: Stage, ctx: StageContext) -> tuple[str, dict[str, str], list[Path], bool]:
         """The stage's fingerprint, its input fingerprints, its outputs, and whether it is up to date."""
@@ -296,14 +318,43 @@ class Run:
         except RunError:
             return False
 
-    def queue(self, name: str, job: str) -> None:
-        """Record that Slurm job ``job`` will run stage ``name``. A forced stage loses its fingerprint, so the job
-        removes its outputs and runs it afresh; otherwise the job resumes what an earlier attempt left."""
+    def queue(self, name: str, job: str, array_job: Optional[str] = None) -> None:
+        """Record that Slurm job ``job`` will run stage ``name`` (after job array ``array_job``, when it has one).
+        A forced stage loses its fingerprint, so its first job removes the outputs and runs it afresh; otherwise
+        the jobs resume what an earlier attempt left."""
         rec = self.stages.get(name) or StageRecord(name=name)
-        self.stages[name] = StageRecord(**{**vars(rec), "status": "queued", "job": job, "error": None,
+        self.stages[name] = StageRecord(**{**vars(rec), "status": "queued", "job": job, "array_job": array_job,
+                                           "error": None,
                                            "fingerprint": None if name in self.forced else rec.fingerprint})
         self._mine.add(name)
         self.save()
+
+    def array_task(self, st: Stage, ctx: StageContext, rank: int) -> None:
+        """Run task ``rank`` of stage ``st``'s sharded step (one task of its Slurm job array), beside the others.
+        The first task to start after the stage was queued afresh removes stale outputs and records the stage
+        running with its fingerprint, so the tasks after it and the stage's own job resume rather than remove."""
+        from .shards import ArrayTaskDone, array_task
+
+        fp, _, outs, fresh = self._plan(st, ctx)
+        if fresh:
+            return
+        with waiting(self.dir / f".{st.name}.array.lock"):
+            stored = ((self._load() or {}).get("stages") or {}).get(st.name)
+            rec = StageRecord(**stored) if stored else StageRecord(name=st.name)
+            if rec.fingerprint != fp:
+                for o in outs:
+                    _remove(o)
+                self.stages[st.name] = StageRecord(**{**vars(rec), "status": "running", "fingerprint": fp,
+                                                      "started": time.time()})
+                self._mine.add(st.name)
+                self.save()
+        with console.stage(f"{st.name} task {rank}", self.logs_dir / f"{st.name}.task{rank}.log"), array_task(rank):
+            try:
+                st.run(ctx)
+            except ArrayTaskDone as done:
+                log.warning("[%s] %s", st.name, done)
+                return
+        raise RunError(f"{st.name}: has no sharded step for array task {rank}")
 
     def stage(self, st: Stage, ctx: StageContext) -> dict[str, Any]:
         """Run stage ``st`` unless it is up to date; return its stored (JSON) result."""

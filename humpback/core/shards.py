@@ -18,9 +18,10 @@ import sys
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager, nullcontext
+from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Optional
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -220,11 +221,49 @@ def ensure_ray(rc: RayConfig) -> None:
                  log_to_driver=False)
 
 
+# The task of a Slurm job array (`humpback run` on Slurm) this process runs; None: every task
+_ARRAY_TASK: ContextVar[Optional[int]] = ContextVar("humpback_array_task", default=None)
+
+
+class ArrayTaskDone(Exception):
+    """Raised by run_steps inside ``array_task``: this task's share of the stage is done; the stage's own job
+    (after the whole array) runs the rest: the other steps and the stage's finishing work."""
+
+
+@contextmanager
+def array_task(rank: int) -> Iterator[None]:
+    """Within the block, run_steps runs task ``rank`` of the first step of a stage (the sharded model step, which
+    reads only the stage's inputs) and raises ArrayTaskDone instead of going on. The later steps may read every
+    task's output (rollouts, MinHash buckets), so they wait for the stage's job, which finds this task done."""
+    token = _ARRAY_TASK.set(rank)
+    try:
+        yield
+    finally:
+        _ARRAY_TASK.reset(token)
+
+
+def _run_array_task(step: Step, rank: int) -> None:
+    if rank < step.tasks:
+        executor = LocalExecutor(pipeline=step.pipeline, tasks=step.tasks, workers=1, local_tasks=1,
+                                 local_rank_offset=rank, logging_dir=str(step.logging_dir))
+        executor.run()
+        if not executor.is_rank_completed(rank):
+            raise RuntimeError(f"{step.name}: task {rank} did not finish; see {step.logging_dir / 'logs'}")
+    raise ArrayTaskDone(f"{step.name}: task {rank} of {step.tasks} done")
+
+
 def run_steps(steps: list[Step], config: ExecutorConfig, depends: Any = None,
               dry_run_dir: str | os.PathLike | None = None) -> str | None:
     """Run a stage's steps in order. Local and Ray block until each step's tasks are done and raise if any
     task did not finish. Slurm submits one job array per step, each depending on the one before (the first
-    on ``depends``: an executor or a job id), and returns the last job's id at once."""
+    on ``depends``: an executor or a job id), and returns the last job's id at once. Inside ``array_task``
+    (a local executor only) it runs that one task of the first step and raises ArrayTaskDone."""
+    rank = _ARRAY_TASK.get()
+    if rank is not None:
+        if config.kind != "local":
+            raise RuntimeError(f"{steps[0].name}: a Slurm array task runs its share with the local executor, "
+                               f"not {config.kind}")
+        _run_array_task(steps[0], rank)
     if config.kind == "slurm":
         recorder = sbatch_recorder(dry_run_dir or steps[-1].logging_dir / "dry_run") if config.slurm.dry_run \
             else nullcontext()

@@ -66,8 +66,13 @@ class RunExecutorConfig(StrictModel):
 
 
 def job_script(name: str, settings: JobSettings, command: list[str], log: Path, workdir: Path,
-               env_command: Optional[str]) -> str:
+               env_command: Optional[str], array: Optional[tuple[int, Optional[int]]] = None) -> str:
+    """An sbatch script running ``command``. ``array`` = (tasks, at most this many at once or None) makes it a
+    job array whose task i runs ``command --array-task i``."""
     lines = ["#!/bin/bash", f"#SBATCH --job-name={name}", f"#SBATCH --output={log}", f"#SBATCH --chdir={workdir}"]
+    if array is not None:
+        tasks, limit = array
+        lines.append(f"#SBATCH --array=0-{tasks - 1}" + (f"%{limit}" if limit else ""))
     for key, flag in (("partition", "partition"), ("account", "account"), ("qos", "qos"), ("time", "time"),
                       ("cpus", "cpus-per-task")):
         value = getattr(settings, key)
@@ -80,7 +85,7 @@ def job_script(name: str, settings: JobSettings, command: list[str], log: Path, 
     lines += [f"#SBATCH --{k.replace('_', '-')}={v}" for k, v in settings.sbatch_args.items()]
     if env_command:
         lines.append(env_command)
-    lines.append("exec " + shlex.join(command))
+    lines.append("exec " + shlex.join(command) + (' --array-task "$SLURM_ARRAY_TASK_ID"' if array else ""))
     return "\n".join(lines) + "\n"
 
 
@@ -123,6 +128,36 @@ def job_state(job: str) -> JobState:
     return JobState(job, fields.get("JobState", "UNKNOWN"), fields.get("Reason", ""))
 
 
+def array_states(job: str) -> dict[str, int]:
+    """How many tasks of job array ``job`` are in each state (PENDING counts the tasks not started yet);
+    {} once the scheduler forgot it."""
+    if job.startswith("dry-"):
+        return {}
+    try:
+        out = _call(["scontrol", "show", "job", "--oneliner", job])
+    except SlurmError as e:
+        if "Invalid job id" in str(e):
+            return {}
+        raise
+    counts: dict[str, int] = {}
+    for line in out.splitlines():
+        fields = dict(item.split("=", 1) for item in line.split() if "=" in item)
+        if "JobState" not in fields:
+            continue
+        n = _task_count(fields.get("ArrayTaskId", ""))
+        counts[fields["JobState"]] = counts.get(fields["JobState"], 0) + n
+    return counts
+
+
+def _task_count(ids: str) -> int:
+    """"3" -> 1; the tasks not started yet read "2-7", "2-7%2" or "2,4-5"."""
+    n = 0
+    for part in ids.split("%")[0].split(",") if ids else ["one"]:
+        lo, _, hi = part.partition("-")
+        n += int(hi) - int(lo) + 1 if hi else 1
+    return n
+
+
 def cancel(job: str) -> None:
     try:
         _call(["scancel", job])
@@ -140,5 +175,5 @@ def _call(args: list[str]) -> str:
     return out.stdout
 
 
-__all__ = ["JobSettings", "JobState", "RunExecutorConfig", "RunSlurmConfig", "SlurmError", "cancel", "job_script",
-           "job_state", "submit"]
+__all__ = ["JobSettings", "JobState", "RunExecutorConfig", "RunSlurmConfig", "SlurmError", "array_states", "cancel",
+           "job_script", "job_state", "submit"]
