@@ -52,6 +52,11 @@ def submit_loop(cfg, root: Path, config_path: str, start: str | None, until: str
         if name not in names:
             raise ConfigError(f"{config_path}: executor.slurm.stages.{name}: no such stage; stages are: "
                               f"{', '.join(names)}")
+    for which, stage in (("backward", "backward"), ("forward", "m0")):
+        gpus = settings.for_stage(stage, training=True).gpus or 0
+        if gpus > 1 and cfg.training(which).processes == 1:
+            log.warning("%s training jobs ask for %d GPUs but train.processes is 1: one process drives them "
+                        "(DataParallel); train.processes: %d runs one DDP process per GPU", which, gpus, gpus)
     root.mkdir(parents=True, exist_ok=True)
     with locked(run_lock_path(root), "humpback run (submitting to Slurm)"):
         jobdir = root / "slurm"

@@ -175,11 +175,14 @@ def test_sft_keys_reach_the_trainer_and_the_fingerprint(tiny_model_dir, seed_fil
     assert "output_dir" in passed and set(passed) - set(config.sft) <= set(MANAGED_SFT_FIELDS)
     assert trainer.args.learning_rate == 1e-5  # humpback's keys still set the rest
     assert _fingerprint("backward", examples, config) != _fingerprint("backward", examples, TrainConfig(**FAST))
-    # an empty `sft:` leaves the config hash of trainings made before it existed unchanged (they still resume)
+    # an empty `sft:` and one process leave the config hash of trainings made before those keys existed unchanged
+    # (they still resume); more processes change what is trained (the data order)
     import hashlib
 
     old = {k: v for k, v in TrainConfig(**FAST).model_dump(mode="json").items()
-           if k not in OPERATIONAL_KEYS and k != "sft"}
+           if k not in OPERATIONAL_KEYS and k not in ("sft", "processes")}
+    assert _fingerprint("backward", examples, TrainConfig(processes=2, **FAST)) != \
+        _fingerprint("backward", examples, TrainConfig(**FAST))
     assert _fingerprint("backward", examples, TrainConfig(**FAST))["config_sha256"] == \
         hashlib.sha256(json.dumps(old, sort_keys=True).encode()).hexdigest()
 
@@ -408,3 +411,26 @@ def test_smollm2_forward_and_backward_few_steps(smollm2_dir, tmp_path):
     for result in (fwd, bwd):
         assert result.summary["results"]["global_step"] == 2
         assert (result.output / "README.md").is_file() and resolve(result.output).kind == "local"
+
+
+def test_two_data_parallel_processes_train_one_model_with_the_global_batch(tiny_model_dir, seed_file, tmp_path):
+    """train.processes: 2 runs torchrun (DDP over gloo on a CPU, NCCL on GPUs): each process takes half of every
+    step's batch of 4; the launching process publishes one model with its card, as for one process."""
+    from humpback.engines import GenerationRequest
+    from humpback.engines.transformers_engine import TransformersEngine
+
+    out = tmp_path / "ddp"
+    config = TrainConfig(max_steps=2, batch_size=4, micro_batch_size=2, processes=2, learning_rate=1e-3, seed=0,
+                         max_length=384, save_steps=1)
+    result = train_forward(seed_file, out, base=tiny_model_dir, config=config)
+    hp, res = result.summary["hyperparameters"], result.summary["results"]
+    assert (hp["processes"], hp["batch_size"], hp["micro_batch_size"], hp["gradient_accumulation"]) == (2, 4, 2, 1)
+    assert res["global_step"] == 2 and len([e for e in result.summary["log_history"] if "loss" in e]) == 2
+    assert not (tmp_path / "ddp.partial").exists() and (out / "README.md").is_file()
+    engine = TransformersEngine(str(out), EngineConfig(dtype="float32", progress=False))
+    [gen] = engine.generate([GenerationRequest(messages=backward_messages("Hello."), temperature=0.0, max_tokens=3)])
+    assert gen.completion_tokens[0] >= 1
+    again = train_forward(seed_file, out, base=tiny_model_dir, config=config)  # the same training: nothing to do
+    assert again.skipped
+    with pytest.raises(ValueError, match="batch_size 5 is not a multiple of processes 2"):
+        TrainConfig(batch_size=5, processes=2)

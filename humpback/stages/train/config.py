@@ -103,6 +103,9 @@ class TrainConfig(StrictModel):
     device: Literal["auto", "cpu", "cuda"] = "auto"
     precision: Literal["auto", "float32", "bfloat16"] = "auto"  # auto: bf16 autocast on a bf16 GPU, else fp32
     threads: Optional[int] = Field(None, ge=1)
+    # data-parallel training processes (torchrun, DDP): one per GPU of the node; batch_size stays the global
+    # batch (each process takes batch_size / processes of every step)
+    processes: int = Field(1, ge=1)
     activation_checkpointing: bool = False
 
     # --- checkpoints, logging
@@ -137,6 +140,9 @@ class TrainConfig(StrictModel):
 
     @model_validator(mode="after")
     def _check(self) -> TrainConfig:
+        if self.batch_size is not None and self.batch_size % self.processes:
+            raise ValueError(f"batch_size {self.batch_size} is not a multiple of processes {self.processes}: every "
+                             "process takes an equal share of each step's batch")
         if self.tags and (not self.seed_tag.strip() or not self.web_tag.strip()):
             raise ValueError("seed_tag and web_tag must be non-empty while tags are on (set tags: false instead)")
         return self

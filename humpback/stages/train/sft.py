@@ -124,8 +124,9 @@ def _fingerprint(kind: str, examples: Sequence[Example], config: TrainConfig) ->
         data.update(json.dumps([ex.origin, ex.messages], ensure_ascii=False, sort_keys=True).encode())
         data.update(b"\n")
     cfg = {k: v for k, v in config.model_dump(mode="json").items() if k not in OPERATIONAL_KEYS}
-    if not cfg["sft"]:
-        del cfg["sft"]  # so that trainings from before `sft:` existed keep their fingerprint (and resume)
+    for key, default in (("sft", {}), ("processes", 1)):
+        if cfg[key] == default:
+            del cfg[key]  # so that trainings from before the key existed keep their fingerprint (and resume)
     cfg_hash = hashlib.sha256(json.dumps(cfg, sort_keys=True).encode()).hexdigest()
     return {"kind": kind, "data_sha256": data.hexdigest(), "config_sha256": cfg_hash, "examples": len(examples)}
 
@@ -267,6 +268,8 @@ def _trainer_class():
         def _compact_head_ok(self, model) -> bool:
             from trl.kernels.chunked_logprob import _use_triton
 
+            if isinstance(model, torch.nn.parallel.DistributedDataParallel):
+                return False  # the backbone called past DDP's forward would skip its gradient all-reduce
             base = model.get_base_model() if hasattr(model, "get_base_model") else model
             cfg = base.config.get_text_config()
             plain_head = not any(getattr(cfg, a, None) for a in (
@@ -335,6 +338,8 @@ def _trainer_class():
             from ...core.progress import Meter
 
             self._started = time.perf_counter()
+            if not state.is_world_process_zero:  # one live line for a torchrun: the first process's
+                return
             # the live line only: the step lines below are the log's record
             self.meter = Meter("steps", state.max_steps, every_s=None)
             if state.global_step:  # resumed from a checkpoint
@@ -375,7 +380,10 @@ def build_trainer(
     tokenizer = tokenizer or load_tokenizer(resolved)
     n = len(examples)
     batch_size = config.effective_batch_size(n)
-    micro, accumulation = config.micro_and_accumulation(batch_size, device)
+    if batch_size % config.processes:
+        raise TrainingError(f"batch size {batch_size} is not a multiple of processes {config.processes}; set "
+                            "batch_size")
+    micro, accumulation = config.micro_and_accumulation(batch_size // config.processes, device)
     model = _load_model(resolved, config)
     batching = resolve_batching(config, model)
     args = SFTConfig(
@@ -546,28 +554,24 @@ def _run_training(
 
         checkpoint_dir = work / CHECKPOINTS
         latest = _latest_checkpoint(checkpoint_dir)
-        trainer, progress = build_trainer(examples, resolved, config, checkpoint_dir, tokenizer)
-        started = time.perf_counter()
-        if latest and _is_last(latest[1]):
-            # transformers trains one step more when resumed from the checkpoint of its last step, so the weights
-            # of that checkpoint are taken as they are
-            log.info("the last step's checkpoint %s is complete: no training left", latest[1])
-            train_output = _load_finished_checkpoint(trainer, latest[1])
+        if latest:
+            log.info("resuming from %s (step %d)", latest[1], latest[0])
         else:
-            if latest:
-                log.info("resuming from %s (step %d)", latest[1], latest[0])
-            else:
-                log.info("training %s model on %d examples from %s", kind, len(examples), config.base_model)
-            train_output = trainer.train(resume_from_checkpoint=str(latest[1]) if latest else None)
+            log.info("training %s model on %d examples from %s%s", kind, len(examples), config.base_model,
+                     f" in {config.processes} processes" if config.processes > 1 else "")
+        started = time.perf_counter()
+        shutil.rmtree(final, ignore_errors=True)
+        if config.processes > 1:
+            trained = _train_distributed(work, config, latest, final)
+        else:
+            trained = train_and_save(examples, resolved, config, checkpoint_dir, tokenizer, latest, final)
         runtime = time.perf_counter() - started
 
-        shutil.rmtree(final, ignore_errors=True)
-        saved_as = _save_model(trainer, tokenizer, config, resolved, final)
         fault_point(f"train.saved:{output.name}", final, actions={"perturb": lambda: perturb_weights(final)})
         shutil.copy2(work / TRAIN_DATA, final / TRAIN_DATA)
-        summary = _summary(kind, examples, stats, config, resolved, trainer, train_output, progress, runtime,
-                           latest[0] if latest else 0, fingerprint, saved_as, output)
-        plot_loss_curve(trainer.state.log_history, final / "loss_curve.png", f"humpback {kind}: {output.name}")
+        summary = _summary(kind, examples, stats, config, resolved, trained, runtime, latest[0] if latest else 0,
+                           fingerprint, output)
+        plot_loss_curve(trained.log_history, final / "loss_curve.png", f"humpback {kind}: {output.name}")
         (final / "README.md").write_text(render_model_card(summary), encoding="utf-8")
         # The marker goes in last: a folder with it is a complete training.
         write_json(summary, final / MARKER)
@@ -581,6 +585,77 @@ def _run_training(
         shutil.rmtree(work, ignore_errors=True)
     log.info("saved %s model to %s (final loss %s)", kind, output, summary["results"]["final_loss"])
     return TrainResult(output, False, summary)
+
+
+@dataclass
+class Trained:
+    """What a finished trainer leaves for the summary: plain values, so a torchrun child can hand them over."""
+
+    log_history: list[dict[str, Any]]
+    global_step: int
+    max_steps: int
+    epoch: Optional[float]
+    train_loss: float
+    step_times: list[float]
+    tokens: float
+    learning_rate: float
+    weight_decay: float
+    max_grad_norm: float
+    micro_batch_size: int
+    gradient_accumulation: int
+    processes: int
+    bf16: bool
+    device: str
+    batching: str
+    saved_as: str
+
+
+def train_and_save(examples: Sequence[Example], resolved: ResolvedModel, config: TrainConfig, checkpoint_dir: Path,
+                   tokenizer, latest: Optional[tuple[int, Path]], final: Path) -> Trained:
+    """Train (resuming from ``latest``) and save the model into ``final``; in every process of a torchrun."""
+    trainer, progress = build_trainer(examples, resolved, config, checkpoint_dir, tokenizer)
+    if latest and _is_last(latest[1]):
+        # transformers trains one step more when resumed from the checkpoint of its last step, so the weights
+        # of that checkpoint are taken as they are
+        log.info("the last step's checkpoint %s is complete: no training left", latest[1])
+        train_output = _load_finished_checkpoint(trainer, latest[1])
+    else:
+        train_output = trainer.train(resume_from_checkpoint=str(latest[1]) if latest else None)
+    saved_as = _save_model(trainer, tokenizer, config, resolved, final)
+    args, state = trainer.args, trainer.state
+    return Trained(log_history=state.log_history, global_step=state.global_step, max_steps=state.max_steps,
+                   epoch=state.epoch, train_loss=train_output.training_loss, step_times=progress.step_times,
+                   tokens=progress.tokens, learning_rate=args.learning_rate, weight_decay=args.weight_decay,
+                   max_grad_norm=args.max_grad_norm, micro_batch_size=args.per_device_train_batch_size,
+                   gradient_accumulation=args.gradient_accumulation_steps, processes=args.world_size,
+                   bf16=bool(args.bf16), device=str(args.device), batching=trainer.batching, saved_as=saved_as)
+
+
+DISTRIBUTED_SPEC = "distributed.json"
+DISTRIBUTED_RESULT = "distributed_result.json"
+
+
+def _train_distributed(work: Path, config: TrainConfig, latest: Optional[tuple[int, Path]], final: Path) -> Trained:
+    """``config.processes`` data-parallel processes under torchrun (humpback.stages.train.distributed), each
+    reading the examples from ``work``/train_data.parquet; the first one saves the model and what it trained."""
+    import subprocess
+    import sys
+
+    from dataclasses import fields
+
+    result = work / DISTRIBUTED_RESULT
+    result.unlink(missing_ok=True)
+    write_json({"config": config.model_dump(mode="json"), "latest": [latest[0], str(latest[1])] if latest else None,
+                "final": str(final)}, work / DISTRIBUTED_SPEC)
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={config.processes}",
+               "-m", "humpback.stages.train.distributed", str(work)]
+    log.info("torchrun: %s", " ".join(command))
+    done = subprocess.run(command)
+    if done.returncode != 0 or not result.is_file():
+        raise TrainingError(f"distributed training ({config.processes} processes) failed with exit code "
+                            f"{done.returncode}; its processes' output is above (or in the stage's log)")
+    data = json.loads(result.read_text())
+    return Trained(**{f.name: data[f.name] for f in fields(Trained)})
 
 
 def _publish(final: Path, output: Path) -> None:
@@ -616,8 +691,10 @@ def _load_finished_checkpoint(trainer, checkpoint: Path):
 def _save_model(trainer, tokenizer, config: TrainConfig, resolved: ResolvedModel, final: Path) -> str:
     model = trainer.model
     if not config.lora.enabled:
-        trainer.save_model(str(final))
+        trainer.save_model(str(final))  # the first process of a torchrun writes it
         saved_as = "full"
+    elif not trainer.is_world_process_zero():
+        saved_as = "merged" if config.lora.save == "merged" or resolved.kind == "adapter" else "adapter"
     elif config.lora.save == "merged" or resolved.kind == "adapter":
         if resolved.kind == "adapter" and config.lora.save == "adapter":
             log.warning("the base is itself an adapter (merged for training); saving the merged model instead "
@@ -658,32 +735,32 @@ def perturb_weights(folder: Path, scale: float = 10.0, seed: int = 0) -> None:
         save_file(tensors, str(f), metadata={"format": "pt"})
 
 
-def _summary(kind, examples, stats, config, resolved, trainer, train_output, progress, runtime, resumed_from,
-             fingerprint, saved_as, output) -> dict[str, Any]:
-    history = trainer.state.log_history
+def _summary(kind, examples, stats, config, resolved, trained: Trained, runtime, resumed_from, fingerprint,
+             output) -> dict[str, Any]:
+    history = trained.log_history
     losses = [e["loss"] for e in history if "loss" in e]
     by_origin = {o: sum(1 for ex in examples if ex.origin == o) for o in (ORIGIN_SEED, ORIGIN_AUGMENTED)}
     by_origin = {o: n for o, n in by_origin.items() if n or o == ORIGIN_SEED}
-    args = trainer.args
-    batch = args.per_device_train_batch_size * args.gradient_accumulation_steps
-    steps_done = len(progress.step_times)
-    timed = progress.step_times[1:] or progress.step_times  # the first step carries one-off warm-up costs
+    batch = trained.micro_batch_size * trained.gradient_accumulation * trained.processes
+    steps_done = len(trained.step_times)
+    timed = trained.step_times[1:] or trained.step_times  # the first step carries one-off warm-up costs
     hp = {
-        "learning_rate": args.learning_rate,
-        "final_learning_rate": args.learning_rate * config.min_lr_ratio,
+        "learning_rate": trained.learning_rate,
+        "final_learning_rate": trained.learning_rate * config.min_lr_ratio,
         "lr_schedule": f"linear warmup {config.warmup_ratio:g}, then linear decay to x{config.min_lr_ratio:g}",
-        "weight_decay": args.weight_decay,
+        "weight_decay": trained.weight_decay,
         "dropout": config.dropout,
         "batch_size": batch,
-        "micro_batch_size": args.per_device_train_batch_size,
-        "gradient_accumulation": args.gradient_accumulation_steps,
-        "max_steps": trainer.state.max_steps,
+        "micro_batch_size": trained.micro_batch_size,
+        "gradient_accumulation": trained.gradient_accumulation,
+        "processes": trained.processes,
+        "max_steps": trained.max_steps,
         "epochs": config.epochs if config.max_steps is None else None,
         "max_length": config.max_length,
-        "batching": trainer.batching + (" (grouped by length)" if trainer.batching == "padded"
+        "batching": trained.batching + (" (grouped by length)" if trained.batching == "padded"
                                           and config.group_by_length else ""),
-        "precision": "bf16 autocast" if args.bf16 else "fp32",
-        "max_grad_norm": args.max_grad_norm,
+        "precision": "bf16 autocast" if trained.bf16 else "fp32",
+        "max_grad_norm": trained.max_grad_norm,
         "warmup_ratio": config.warmup_ratio,
         "seed": config.seed,
         "lora": config.lora.model_dump(exclude={"enabled"}) if config.lora.enabled else None,
@@ -693,24 +770,24 @@ def _summary(kind, examples, stats, config, resolved, trainer, train_output, pro
         "min_score": config.min_score,
     }
     results = {
-        "global_step": trainer.state.global_step,
-        "epochs_done": trainer.state.epoch,
+        "global_step": trained.global_step,
+        "epochs_done": trained.epoch,
         "final_loss": losses[-1] if losses else None,
         "first_loss": losses[0] if losses else None,
-        "train_loss": train_output.training_loss,
+        "train_loss": trained.train_loss,
         "runtime_s": round(runtime, 3),
         "steps_this_process": steps_done,
         "mean_step_s": round(sum(timed) / len(timed), 4) if timed else None,
-        "tokens_this_process": progress.tokens,
-        "tokens_per_s": round(progress.tokens / runtime, 2) if runtime > 0 and progress.tokens else None,
-        "device": str(args.device),
+        "tokens_this_process": trained.tokens,
+        "tokens_per_s": round(trained.tokens / runtime, 2) if runtime > 0 and trained.tokens else None,
+        "device": trained.device,
         "resumed_from_step": resumed_from,
     }
     return {
         "kind": kind,
         "base_model": config.base_model,
         "base_path": resolved.base if resolved.kind == "adapter" else resolved.path,
-        "saved_as": saved_as,
+        "saved_as": trained.saved_as,
         "output_name": str(output),
         "fingerprint": fingerprint,
         "data": {"examples": len(examples), "examples_by_origin": by_origin,
