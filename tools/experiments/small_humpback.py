@@ -12,6 +12,8 @@ Models, each fine-tuned from the base model with the same budget (steps, batch, 
   m1-notags      as m1, without system tags
   m2             seed + round 2's tier (the same candidates re-curated by m1)
 The backward model M_yx is trained once (the quickstart's recipe) and shared by every budget.
+``cpu-wide`` is the ``cpu`` budget on every segment of the corpus (1066; a round-1 tier of a few hundred pairs),
+with m0, m1 and m1-uncurated only.
 
 Held-out sets, none in any training set (``make heldout``; tools/heldout_split.py), checked against the seed
 and the candidates with ``eval decontam`` (flagged candidates are dropped before curation):
@@ -36,6 +38,7 @@ budget into docs/results/small_humpback.{md,json,png}. The committed results wer
         --backward runs/quickstart/models/backward
     .venv/bin/python tools/experiments/small_humpback.py --budget cpu-small --backward runs/quickstart/models/backward
     .venv/bin/python tools/experiments/small_humpback.py --budget cpu    # adds m1-notags, round 2 and m2
+    .venv/bin/python tools/experiments/small_humpback.py --budget cpu-wide --backward runs/quickstart/models/backward
 
 (``--backward`` reuses the quickstart's backward model, trained with the same recipe on the same seed split;
 without it the script trains its own.)
@@ -71,6 +74,10 @@ BUDGETS = {
                       sets=[PRIMARY]),
     "cpu": dict(segments=384, steps=16, batch_size=8, models=ALL_MODELS,
                 heldout_max=None, scorer_sample=24, backward_sample=24, backward_steps=40),
+    # cpu's training budget on every segment of the corpus (1066): a round-1 tier of a few hundred pairs. Its m0 is
+    # cpu's (the same seed-only training); evaluated on the primary set.
+    "cpu-wide": dict(segments=-1, steps=16, batch_size=8, models=["m0", "m1", "m1-uncurated"], heldout_max=None,
+                     scorer_sample=0, backward_sample=0, backward_steps=40, m0_from="cpu", sets=[PRIMARY]),
     # the paper's scale needs a GPU: 500k segments there; here the whole Python documentation
     "gpu": dict(segments=-1, steps=600, batch_size=32, models=ALL_MODELS, heldout_max=None,
                 scorer_sample=200, backward_sample=200, backward_steps=400),
@@ -182,8 +189,9 @@ def shared_inputs(args, budget: dict, run: Path, timings: dict) -> dict[str, Pat
                 train_backward(str(p["seed"]), p["backward"],
                                config=train_config(args, budget["backward_steps"], 8, "backward"))
         print(f"backward {p['backward']}")
-    aug_dir = run / f"augment-{budget['segments']}"
-    with stage(f"augment: {budget['segments']} segments with M_yx", timings):
+    n_segments = "all" if budget["segments"] < 0 else budget["segments"]
+    aug_dir = run / f"augment-{n_segments}"
+    with stage(f"augment: {n_segments} segments with M_yx", timings):
         aug = run_augment(str(p["prepared"]), str(p["backward"]), str(aug_dir), AugmentConfig.model_validate({
             "max_segments": budget["segments"], "generation": GenerationConfig(max_tokens=48).model_dump(),
             "engine": {"batch_size": 64, "max_batch_tokens": 32768}, "round": 1}))
@@ -257,6 +265,13 @@ def main(argv=None) -> dict | None:
     tiers: dict[str, Path] = {}
 
     def train(name: str, **kwargs) -> None:
+        if name == "m0" and budget.get("m0_from"):  # the same training as that budget's m0
+            from humpback.stages.train import is_finished
+
+            models[name] = str(run / budget["m0_from"] / "models" / "m0")
+            if not is_finished(Path(models[name])):
+                raise SystemExit(f"budget {args.budget} uses {models[name]}: run --budget {budget['m0_from']} first")
+            return
         with stage(f"train {name} ({budget['steps']} steps x {budget['batch_size']})", timings):
             models[name] = str(train_forward(str(p["seed"]), bdir / "models" / name, config=cfg, **kwargs).output)
 
@@ -334,7 +349,9 @@ def main(argv=None) -> dict | None:
                                    "heldout": {n: nll[n]["models"][next(iter(nll[n]["models"]))]["systems"]["both"][
                                        "examples"] for n in nll}},
         "nll": {}, "diff": {}, "scorer": {}, "backward": {}, "diversity": {},
-        "timings_s": timings, "elapsed_s": round(time.perf_counter() - started, 1),
+        # a budget run in parts (--models, then the rest) costs each step's longest run, summed
+        "timings_s": (timings := merged_timings(timings, bdir / "result.json")),
+        "elapsed_s": round(sum(timings.values()), 1), "last_invocation_s": round(time.perf_counter() - started, 1),
         "machine": f"{platform.machine()}, {os.cpu_count()} CPU(s), {platform.system()}",
     }
     for set_name, summary in nll.items():
@@ -359,6 +376,12 @@ def main(argv=None) -> dict | None:
     write_json(result, bdir / "result.json")
     print(json.dumps(result["diff"], indent=1))
     return report(run, Path(args.results))
+
+
+def merged_timings(timings: dict[str, float], previous: Path) -> dict[str, float]:
+    """This invocation's step timings merged with an earlier invocation's (a step reused now took ~0 s)."""
+    before = json.loads(previous.read_text()).get("timings_s", {}) if previous.is_file() else {}
+    return before | {k: max(v, before.get(k, 0.0)) for k, v in timings.items()}
 
 
 # (b, a): b - a, negative = b better
@@ -423,7 +446,9 @@ def report(run: Path, out: Path) -> dict:
         "wall_s": {n: b["elapsed_s"] for n, b in budgets.items()},
         "timings_s": {n: b["timings_s"] for n, b in budgets.items()}, "machine": main["machine"],
         "trend": {n: {"steps": b["settings"]["steps"], "batch_size": b["settings"]["batch_size"],
-                      "diff": b["diff"].get(PRIMARY, {})} for n, b in budgets.items()},
+                      "segments": b["settings"]["segments"], "candidates": b["data"]["candidates"],
+                      "tier_r1": b["data"]["tier_r1"], "diff": b["diff"].get(PRIMARY, {})}
+                  for n, b in budgets.items()},
     }
     out.mkdir(parents=True, exist_ok=True)
     write_json(merged, out / "small_humpback.json")
@@ -458,11 +483,13 @@ def markdown(m: dict) -> str:
     keys = [diff_key(b_, a) for b_, a in DIFFS if diff_key(b_, a) in m["diff_by_set"][sets[0]]]
     for key in keys:
         lines.append(f"| {key} | " + " | ".join(_fmt(m["diff_by_set"][s].get(key), 4) for s in sets) + " |")
-    lines += ["", f"## Trend with budget ({PRIMARY})", "", "| budget | steps x batch | m1-m0 | m1-m1_uncurated |",
-              "|---|---|---|---|"]
+    lines += ["", f"## Budgets ({PRIMARY}): training steps, and the candidate pool", "",
+              "cpu-small and cpu differ in training steps alone; cpu-wide is cpu on every segment of the corpus "
+              "(its m0 is cpu's).", "",
+              "| budget | candidates | tier r1 | steps x batch | m1-m0 | m1-m1_uncurated |", "|---|---|---|---|---|---|"]
     for n, t in m["trend"].items():
-        lines.append(f"| {n} | {t['steps']} x {t['batch_size']} | {_fmt(t['diff'].get('m1-m0'), 4)} | "
-                     f"{_fmt(t['diff'].get('m1-m1_uncurated'), 4)} |")
+        lines.append(f"| {n} | {t.get('candidates', '—')} | {t.get('tier_r1', '—')} | {t['steps']} x {t['batch_size']} "
+                     f"| {_fmt(t['diff'].get('m1-m0'), 4)} | {_fmt(t['diff'].get('m1-m1_uncurated'), 4)} |")
     lines.append("")
     if m["scorer"]:
         lines += ["", "## Scorer AUROC per negative kind (the curating model of each round)", ""]
@@ -506,7 +533,10 @@ def plot(m: dict, path: Path) -> None:
     ax1.set_xticklabels(keys, rotation=15)
     ax1.set_title(f"held-out NLL differences, paired ({m['main_budget']}); below 0: first model better", fontsize=9)
     ax1.legend(fontsize=8)
-    trend = sorted(m["trend"].values(), key=lambda t: t["steps"])
+    # the training-budget trend: the budgets on the main budget's candidates (cpu-wide changes the data instead)
+    segments = m["budget"]["segments"]
+    trend = sorted((t for t in m["trend"].values() if t.get("segments", segments) == segments),
+                   key=lambda t: t["steps"])
     steps = [t["steps"] * t["batch_size"] for t in trend]
     for key, label in (("m1-m0", "m1 - m0"), ("m1-m1_uncurated", "m1 - m1-uncurated")):
         pts = [(x, t["diff"][key]) for x, t in zip(steps, trend) if t["diff"].get(key, {}).get("value") is not None]
@@ -516,6 +546,17 @@ def plot(m: dict, path: Path) -> None:
         cis = [d.get("ci") or [d["value"]] * 2 for _, d in pts]
         ax2.errorbar(xs, vals, yerr=[[v - c[0] for v, c in zip(vals, cis)], [c[1] - v for v, c in zip(vals, cis)]],
                      marker="o", capsize=3, label=label)
+    for name, t in m["trend"].items():  # a larger candidate pool at the same steps: hollow markers beside the line
+        if t.get("segments", segments) == segments:
+            continue
+        for k, (key, label) in enumerate((("m1-m0", "m1 - m0"), ("m1-m1_uncurated", "m1 - m1-uncurated"))):
+            d = t["diff"].get(key) or {}
+            if d.get("value") is None:
+                continue
+            ci = d.get("ci") or [d["value"]] * 2
+            ax2.errorbar([t["steps"] * t["batch_size"] + 3], [d["value"]], yerr=[[d["value"] - ci[0]], [ci[1] - d["value"]]],
+                         marker="s", mfc="none", color=f"C{k}", capsize=3, ls="none",
+                         label=f"{label}, {name} ({t.get('candidates')} candidates)")
     ax2.axhline(0, color="#888", lw=0.8)
     ax2.set_xlabel("training examples seen per model (steps x batch)")
     ax2.set_title(f"trend with budget on {PRIMARY}", fontsize=9)
