@@ -111,9 +111,10 @@ def test_the_cluster_config_in_the_docs_is_valid():
     start = text.index("# humpback.yaml of a GPU cluster run")
     cfg = RunConfig.model_validate(yaml.safe_load(text[start:text.index("```", start)]))
     augment, m1 = cfg.executor.slurm.for_stage("augment", False), cfg.executor.slurm.for_stage("m1", True)
-    assert (augment.partition, augment.gpus, augment.cpus) == ("gpu", 4, 16)
-    assert augment.sbatch_args == {"constraint": "h100"}
-    assert (m1.partition, m1.gpus, m1.time, m1.account) == ("gpu", 1, "24:00:00", "my-project")
+    assert (augment.partition, augment.gpus, augment.cpus) == ("gpu", 1, 16)  # per task of its job array
+    assert augment.sbatch_args == {"constraint": "h100"} and cfg.augment.executor.tasks == 64
+    assert (m1.partition, m1.gpus, m1.time, m1.account) == ("gpu", 4, "24:00:00", "my-project")
+    assert cfg.training("forward").processes == 4 == cfg.training("backward").processes  # one DDP process per GPU
 
 
 def test_the_tasks_of_a_job_array_then_the_stage_job_make_what_one_local_run_makes(tmp_path, tiny_model_dir):
