@@ -51,7 +51,8 @@ def stage_states(root: Path, order: list[str]) -> list[StageState]:
         elif rec is None or rec.status == "pending":
             out.append(StageState(name, "pending", "", None, ""))
         elif rec.status == "done":
-            out.append(StageState(name, "done", f"job {rec.job}" if rec.job else "", seconds, result))
+            job = f"job {rec.job}" + (f" after array {rec.array_job}" if rec.array_job else "") if rec.job else ""
+            out.append(StageState(name, "done", job, seconds, result))
         elif rec.job:
             from .core.slurm import array_states, job_state
 
