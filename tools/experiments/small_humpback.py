@@ -13,7 +13,8 @@ Models, each fine-tuned from the base model with the same budget (steps, batch, 
   m2             seed + round 2's tier (the same candidates re-curated by m1)
 The backward model M_yx is trained once (the quickstart's recipe) and shared by every budget.
 ``cpu-wide`` is the ``cpu`` budget on every segment of the corpus (1066; a round-1 tier of a few hundred pairs),
-with m0, m1 and m1-uncurated only.
+with m0, m1 and m1-uncurated only; ``cpu-wide-a5`` the same with the paper's A5 tier (score 5) of cpu-wide's
+scores.
 
 Held-out sets, none in any training set (``make heldout``; tools/heldout_split.py), checked against the seed
 and the candidates with ``eval decontam`` (flagged candidates are dropped before curation):
@@ -39,6 +40,7 @@ budget into docs/results/small_humpback.{md,json,png}. The committed results wer
     .venv/bin/python tools/experiments/small_humpback.py --budget cpu-small --backward runs/quickstart/models/backward
     .venv/bin/python tools/experiments/small_humpback.py --budget cpu    # adds m1-notags, round 2 and m2
     .venv/bin/python tools/experiments/small_humpback.py --budget cpu-wide --backward runs/quickstart/models/backward
+    .venv/bin/python tools/experiments/small_humpback.py --budget cpu-wide-a5 --backward runs/quickstart/models/backward
 
 (``--backward`` reuses the quickstart's backward model, trained with the same recipe on the same seed split;
 without it the script trains its own.)
@@ -78,6 +80,10 @@ BUDGETS = {
     # cpu's (the same seed-only training); evaluated on the primary set.
     "cpu-wide": dict(segments=-1, steps=16, batch_size=8, models=["m0", "m1", "m1-uncurated"], heldout_max=None,
                      scorer_sample=0, backward_sample=0, backward_steps=40, m0_from="cpu", sets=[PRIMARY]),
+    # cpu-wide with the paper's A5 tier: the pairs m0 scored 5 (cpu-wide's scores), against as many random ones
+    "cpu-wide-a5": dict(segments=-1, steps=16, batch_size=8, models=["m0", "m1", "m1-uncurated"], heldout_max=None,
+                        scorer_sample=0, backward_sample=0, backward_steps=40, m0_from="cpu", tier_from="cpu-wide",
+                        tier_min_score=5.0, sets=[PRIMARY]),
     # the paper's scale needs a GPU: 500k segments there; here the whole Python documentation
     "gpu": dict(segments=-1, steps=600, batch_size=32, models=ALL_MODELS, heldout_max=None,
                 scorer_sample=200, backward_sample=200, backward_steps=400),
@@ -282,6 +288,15 @@ def main(argv=None) -> dict | None:
         if not (tiers["r1"].is_dir() and tiers["uncurated"].is_file()):
             raise SystemExit(f"budget {args.budget} trains on {src}'s round-1 tier: run --budget {budget['tier_from']} "
                              "first (--models m0,m1,m1-uncurated is enough)")
+        if budget.get("tier_min_score") is not None:  # a stricter tier of the same scores, and its own random draw
+            from humpback.core.records import read_rows, write_parquet
+
+            strict = bdir / "tier" / "pairs.parquet"
+            if not strict.is_file():
+                write_parquet([r for r in read_rows(tiers["r1"], "curated")
+                               if r["score"] is not None and r["score"] >= budget["tier_min_score"]], strict, "curated")
+            tiers["r1"] = strict
+            del tiers["uncurated"]
     else:
         with stage(f"curate round 1 with m0 ({args.scorer})", timings):
             tiers["r1"] = curate(args, candidates, models["m0"], bdir / "curate" / "r1")
@@ -485,7 +500,8 @@ def markdown(m: dict) -> str:
         lines.append(f"| {key} | " + " | ".join(_fmt(m["diff_by_set"][s].get(key), 4) for s in sets) + " |")
     lines += ["", f"## Budgets ({PRIMARY}): training steps, and the candidate pool", "",
               "cpu-small and cpu differ in training steps alone; cpu-wide is cpu on every segment of the corpus "
-              "(its m0 is cpu's).", "",
+              "(its m0 is cpu's); cpu-wide-a5 trains on the cpu-wide pairs m0 scored 5 (the paper's A5 tier), "
+              "against as many random candidates.", "",
               "| budget | candidates | tier r1 | steps x batch | m1-m0 | m1-m1_uncurated |", "|---|---|---|---|---|---|"]
     for n, t in m["trend"].items():
         lines.append(f"| {n} | {t.get('candidates', '—')} | {t.get('tier_r1', '—')} | {t['steps']} x {t['batch_size']} "
