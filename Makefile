@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install sandbox-deps browser-deps test test-slow test-slurm quickstart bench lint clean heldout heldout-corpora
+.PHONY: install sandbox-deps browser-deps test test-e2e test-slow test-slurm quickstart bench lint clean heldout heldout-corpora
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -46,6 +46,10 @@ browser-deps:
 
 test: install sandbox-deps browser-deps
 	$(BIN)/python -m pytest -q -rs  # -rs: say why anything was skipped
+
+# The fault matrix (tests/e2e): every stage command killed at an injected point, or out of disk, then rerun.
+test-e2e: install
+	$(BIN)/python -m pytest -q -rs -m e2e tests/e2e
 
 test-slow: install sandbox-deps
 	$(BIN)/python -m pytest -q -m slow

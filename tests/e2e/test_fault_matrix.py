@@ -25,6 +25,10 @@ from humpback.core.faults import POINTS
 from humpback.loop import run_loop
 from runconfig import OPEN_FILTERS, rows, tiny_run_config
 
+# every stage killed and rerun: ~5 minutes, run by `make test-e2e` (and .ci/run), not by the default suite
+pytestmark = pytest.mark.e2e
+
+
 ENGINE = {"dtype": "float32", "progress": False}
 
 
