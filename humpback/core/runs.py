@@ -335,19 +335,14 @@ class Run:
         running with its fingerprint, so the tasks after it and the stage's own job resume rather than remove."""
         from .shards import ArrayTaskDone, array_task
 
-        fp, _, outs, fresh = self._plan(st, ctx)
+        fp, input_fps, outs, fresh = self._plan(st, ctx)
         if fresh:
             return
         with waiting(self.dir / f".{st.name}.array.lock"):
             stored = ((self._load() or {}).get("stages") or {}).get(st.name)
-            rec = StageRecord(**stored) if stored else StageRecord(name=st.name)
-            if rec.fingerprint != fp:
-                for o in outs:
-                    _remove(o)
-                self.stages[st.name] = StageRecord(**{**vars(rec), "status": "running", "fingerprint": fp,
-                                                      "started": time.time()})
-                self._mine.add(st.name)
-                self.save()
+            rec = StageRecord(**stored) if stored else None
+            if rec is None or rec.fingerprint != fp:  # the first task of this chain (a task's job id is its own)
+                self._start(st.name, rec, fp, input_fps, outs, job=rec.job if rec else None)
         with console.stage(f"{st.name} task {rank}", self.logs_dir / f"{st.name}.task{rank}.log"), array_task(rank):
             try:
                 st.run(ctx)
@@ -373,11 +368,11 @@ class Run:
                 held.enter_context(locked(output_lock_path(o), f"humpback {command} stage {name}"))
             return self._run_stage(st, ctx, rec, fp, input_fps, outs)
 
-    def _run_stage(self, st: Stage, ctx: StageContext, rec: Optional[StageRecord], fp: str,
-                   input_fps: dict[str, str], outs: list[Path]) -> dict[str, Any]:
-        name = st.name
+    def _start(self, name: str, rec: Optional[StageRecord], fp: str, input_fps: dict[str, str], outs: list[Path],
+               job: Optional[str]) -> StageRecord:
+        """Record stage ``name`` running with fingerprint ``fp``, first removing the outputs of another
+        configuration (or of a forced re-run) so nothing stale is reused."""
         if rec is not None and (rec.fingerprint != fp or name in self.forced):
-            # outputs of another configuration (or a forced re-run): remove them so nothing stale is reused
             for o in outs:
                 _remove(o)
             if rec.fingerprint is not None or name in self.forced:  # None: queued afresh by a Slurm chain
@@ -387,10 +382,17 @@ class Run:
             log.warning("[%s] resuming an interrupted run", name)
         self.forced.discard(name)
         rec = StageRecord(name=name, status="running", fingerprint=fp, inputs=input_fps,
-                          outputs=[str(o) for o in outs], started=time.time(), job=os.environ.get("SLURM_JOB_ID"))
+                          outputs=[str(o) for o in outs], started=time.time(), job=job,
+                          array_job=rec.array_job if rec is not None else None)
         self.stages[name] = rec
         self._mine.add(name)
         self.save()
+        return rec
+
+    def _run_stage(self, st: Stage, ctx: StageContext, rec: Optional[StageRecord], fp: str,
+                   input_fps: dict[str, str], outs: list[Path]) -> dict[str, Any]:
+        name = st.name
+        rec = self._start(name, rec, fp, input_fps, outs, job=os.environ.get("SLURM_JOB_ID"))
         quiet = console.is_quiet()
         if not quiet:
             print(f"\n=== [{name}] ===", flush=True)

@@ -115,37 +115,34 @@ class JobState:
         return self.state in ACTIVE
 
 
-def job_state(job: str) -> JobState:
+def _show_job(job: str) -> list[dict[str, str]]:
+    """The fields of `scontrol show job` for ``job``, one dict per line (a job array has one per task); [] once
+    the scheduler forgot it."""
     if job.startswith("dry-"):
-        return JobState(job, "GONE")
+        return []
     try:
         out = _call(["scontrol", "show", "job", "--oneliner", job])
     except SlurmError as e:
         if "Invalid job id" in str(e):
-            return JobState(job, "GONE")
+            return []
         raise
-    fields = dict(item.split("=", 1) for item in out.split() if "=" in item)
-    return JobState(job, fields.get("JobState", "UNKNOWN"), fields.get("Reason", ""))
+    lines = [dict(item.split("=", 1) for item in line.split() if "=" in item) for line in out.splitlines()]
+    return [f for f in lines if "JobState" in f]
+
+
+def job_state(job: str) -> JobState:
+    lines = _show_job(job)
+    if not lines:
+        return JobState(job, "GONE")
+    return JobState(job, lines[-1].get("JobState", "UNKNOWN"), lines[-1].get("Reason", ""))
 
 
 def array_states(job: str) -> dict[str, int]:
     """How many tasks of job array ``job`` are in each state (PENDING counts the tasks not started yet);
     {} once the scheduler forgot it."""
-    if job.startswith("dry-"):
-        return {}
-    try:
-        out = _call(["scontrol", "show", "job", "--oneliner", job])
-    except SlurmError as e:
-        if "Invalid job id" in str(e):
-            return {}
-        raise
     counts: dict[str, int] = {}
-    for line in out.splitlines():
-        fields = dict(item.split("=", 1) for item in line.split() if "=" in item)
-        if "JobState" not in fields:
-            continue
-        n = _task_count(fields.get("ArrayTaskId", ""))
-        counts[fields["JobState"]] = counts.get(fields["JobState"], 0) + n
+    for fields in _show_job(job):
+        counts[fields["JobState"]] = counts.get(fields["JobState"], 0) + _task_count(fields.get("ArrayTaskId", ""))
     return counts
 
 
