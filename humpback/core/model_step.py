@@ -29,7 +29,7 @@ from .config import EngineConfig
 from .faults import fault_point
 from .progress import Meter
 from .records import atomic_path, to_table, write_json
-from .shards import chunked, stable_id
+from .shards import Step, chunked, stable_id
 
 
 class ChunkStore:
@@ -234,6 +234,26 @@ class RolloutRows(PipelineStep):
                 yield _document(self.task, row, self.task.reject_reason(row))
 
 
+def model_steps(names: tuple[str, str], reader: PipelineStep, task: Task, writer: PipelineStep, model: str,
+                engine: EngineConfig, *, logs: Path, chunks: Path, engine_dir: Path, total: int | None,
+                chunk_size: int, tasks: int, vllm_work: Path, rollout: TaskRollout | None = None,
+                **inference: Any) -> list[Step]:
+    """The executor runs that take a stage's rows through ``task`` on ``engine`` and write them.
+
+    In-process and endpoint engines: one run, reader → :class:`ModelStep` → writer, named ``names[0]``. vllm: the
+    reader feeds datatrove's InferenceRunner (``rollout``, default ``TaskRollout(task, model)``; ``inference`` goes
+    to ``vllm_engine.inference_step``) under ``vllm_work``, then a second run, ``names[1]``, turns what it wrote
+    into rows for the writer: the rollouts of every task must exist before any is turned into rows."""
+    if engine.kind == "vllm":
+        from ..engines.vllm_engine import inference_step
+
+        runner = inference_step(rollout or TaskRollout(task, model), model, engine, vllm_work, **inference)
+        return [Step(names[0], [reader, runner], vllm_work / "logs", tasks=tasks, uses_model=True),
+                Step(names[1], [RolloutRows(str(vllm_work / "rollouts"), task), writer], logs, tasks=tasks)]
+    step = ModelStep(task, model, engine, str(chunks), total, chunk_size, engine_dir=str(engine_dir))
+    return [Step(names[0], [reader, step, writer], logs, tasks=tasks, uses_model=True)]
+
+
 def rollout_stats(work: Path, stage: str, noun: str) -> dict[str, float]:
     """The InferenceRunner step's counters (vllm_engine.inference_stats), once its outputs are checked.
 
@@ -250,5 +270,5 @@ def rollout_stats(work: Path, stage: str, noun: str) -> dict[str, float]:
     return stats
 
 
-__all__ = ["ChunkStore", "ModelStep", "RolloutRows", "Task", "TaskRollout", "engine_counters", "rollout_stats",
-           "run_chunks"]
+__all__ = ["ChunkStore", "ModelStep", "RolloutRows", "Task", "TaskRollout", "engine_counters", "model_steps",
+           "rollout_stats", "run_chunks"]

@@ -83,6 +83,11 @@ class ExecutorConfig(StrictModel):
     slurm: SlurmConfig = SlurmConfig()
     ray: RayConfig = RayConfig()
 
+    def after(self, depends: Any = None) -> Any:
+        """What a stage's first job waits for: ``depends`` (a job id or executor), else the Slurm config's
+        ``depends_job_id``."""
+        return depends if depends is not None or self.kind != "slurm" else self.slurm.depends_job_id
+
     @model_validator(mode="after")
     def _needs_partition(self):
         if self.kind == "slurm" and not self.slurm.partition:
@@ -310,6 +315,20 @@ class CallbackStep(PipelineStep):
             self.function(*self.args)
         return
         yield
+
+
+def run_then_finish(stage: str, steps: list[Step], config: ExecutorConfig, finish, args: tuple, finish_logs: Path, *,
+                    depends: Any = None, dry_run_dir: str | os.PathLike | None = None,
+                    finish_uses_model: bool = False) -> dict | str | None:
+    """A stage's steps, then ``finish(*args)`` (its stats and self-checks): here, returning what finish returns;
+    on Slurm, submitted with the finish as one more job after the steps (``finish_uses_model``: that job gets
+    the model's resources), returning that job's id at once (the job writes finish's result itself)."""
+    if config.kind != "slurm":
+        run_steps(steps, config)
+        return finish(*args)
+    last = Step(f"{stage}-finish", [CallbackStep(finish, *args)], finish_logs, uses_model=finish_uses_model,
+                skip_completed=False)
+    return run_steps([*steps, last], config, depends=depends, dry_run_dir=dry_run_dir)
 
 
 def stable_id(*parts: Any, length: int = 16) -> str:

@@ -18,20 +18,10 @@ from pydantic import Field, model_validator
 
 from ..core.config import ConfigError, EngineConfig, GenerationConfig, StrictModel, load_config
 from ..engines.base import GenerationRequest
-from ..core.model_step import ModelStep, RolloutRows, Task, TaskRollout, rollout_stats
+from ..core.model_step import Task, model_steps, rollout_stats
 from ..core.records import PAIR_SCHEMA, parquet_files, parquet_schema, write_json
-from ..core.shards import (
-    CallbackStep,
-    ExecutorConfig,
-    RowsReader,
-    ShardWriter,
-    Step,
-    count_rows,
-    merge_stats,
-    run_steps,
-    seed_from,
-    stable_id,
-)
+from ..core.shards import (ExecutorConfig, RowsReader, ShardWriter, Step, count_rows, merge_stats, run_then_finish,
+                           seed_from, stable_id)
 
 log = logging.getLogger("humpback.augment")
 
@@ -330,29 +320,16 @@ def finish_augment(out: str, model: str, config: dict, segments: str) -> dict:
 
 
 def augment_steps(segments: Path, model: str, out: Path, cfg: AugmentConfig, total: int | None) -> list[Step]:
-    """The datatrove runs of the stage: generate (+ turn rollouts into pairs, for vllm) and finish."""
+    """The executor runs of the stage: generate pairs (on vllm: generate, then turn rollouts into pairs)."""
     work = out / ".work"
     writer = ShardWriter(out / "pairs", "pair", work / "augment-stats", rejected_folder=out / "rejected",
                          work_dir=work / "augment")
     reader = RowsReader(segments, id_key="segment_id", text_key="text", limit=cfg.max_segments)
-    tasks = cfg.executor.tasks
-    if cfg.engine.kind == "vllm":
-        from ..engines.vllm_engine import inference_step
-
-        vwork = work / "augment-vllm"
-        task = AugmentTask(model, cfg)
-        runner = inference_step(TaskRollout(task, model), model, cfg.engine, vwork, use_chat=True,
-                                requests_per_document=cfg.generation.n)
-        steps = [Step("augment-generate", [reader, runner], vwork / "logs", tasks=tasks, uses_model=True),
-                 Step("augment-pairs", [RolloutRows(str(vwork / "rollouts"), task), writer],
-                      work / "augment-logs", tasks=tasks)]
-    else:
-        engine_dir = str(work / "augment-engine")
-        generator = ModelStep(AugmentTask(model, cfg, engine_dir), model, cfg.engine, str(work / "augment"), total,
-                              cfg.chunk_size, engine_dir=engine_dir)
-        steps = [Step("augment-generate", [reader, generator, writer], work / "augment-logs", tasks=tasks,
-                      uses_model=True)]
-    return steps
+    task = AugmentTask(model, cfg, str(work / "augment-engine"))
+    return model_steps(("augment-generate", "augment-pairs"), reader, task, writer, model, cfg.engine,
+                       logs=work / "augment-logs", chunks=work / "augment", engine_dir=work / "augment-engine",
+                       total=total, chunk_size=cfg.chunk_size, tasks=cfg.executor.tasks,
+                       vllm_work=work / "augment-vllm", use_chat=True, requests_per_document=cfg.generation.n)
 
 
 def run_augment(input_path: str, model: str, output: str, config: AugmentConfig | None = None,
@@ -365,8 +342,7 @@ def run_augment(input_path: str, model: str, output: str, config: AugmentConfig 
     the returned dict names the last job; its stats.json is written by that job.
     """
     cfg = config or AugmentConfig()
-    if depends is None and cfg.executor.kind == "slurm":  # the config may name the job to wait for
-        depends = cfg.executor.slurm.depends_job_id
+    depends = cfg.executor.after(depends)
     out = Path(output)
     segments = _segments_folder(Path(input_path), out, prepare_config, depends)
     if cfg.engine.kind == "vllm" and cfg.candidates > 1:
@@ -385,17 +361,15 @@ def run_augment(input_path: str, model: str, output: str, config: AugmentConfig 
     log.warning("augment: %s segments from %s with %s (%s engine, %s executor) -> %s",
                 "?" if total is None else total, segments, model, cfg.engine.kind, cfg.executor.kind, out / "pairs")
     steps = augment_steps(segments, model, out, cfg, total)
-    finish_args = (str(out), model, cfg.model_dump(), str(segments))
-    if cfg.executor.kind == "slurm":
-        steps.append(Step("augment-finish", [CallbackStep(finish_augment, *finish_args)],
-                          out / ".work" / "augment-finish-logs", skip_completed=False))
-        job = run_steps(steps, cfg.executor, depends=depends, dry_run_dir=out / ".work" / "slurm-dry-run")
-        # counts are None until the last job has written stats.json
-        return {"stage": "augment", "model": model, "submitted": True, "executor": "slurm", "job_id": job,
-                "dry_run": cfg.executor.slurm.dry_run, "output": str(out), "segments_in": total,
-                "pairs_generated": None, "pairs_written": None, "dropped": {}}
-    run_steps(steps, cfg.executor)
-    return finish_augment(*finish_args)
+    done = run_then_finish("augment", steps, cfg.executor, finish_augment, (str(out), model, cfg.model_dump(),
+                           str(segments)), out / ".work" / "augment-finish-logs", depends=depends,
+                           dry_run_dir=out / ".work" / "slurm-dry-run")
+    if cfg.executor.kind != "slurm":
+        return done
+    # counts are None until the last job has written stats.json
+    return {"stage": "augment", "model": model, "submitted": True, "executor": "slurm", "job_id": done,
+            "dry_run": cfg.executor.slurm.dry_run, "output": str(out), "segments_in": total,
+            "pairs_generated": None, "pairs_written": None, "dropped": {}}
 
 
 def load_augment_config(path: Optional[str], **overrides) -> AugmentConfig:

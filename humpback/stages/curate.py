@@ -25,7 +25,7 @@ from pydantic import Field
 from ..core.config import EngineConfig, StrictModel, load_config
 from ..engines.base import EngineCapabilityError
 from ..evaluate.common import auroc
-from ..core.model_step import ModelStep, RolloutRows, Task, TaskRollout, rollout_stats
+from ..core.model_step import Task, TaskRollout, model_steps, rollout_stats
 from ..core.records import (
     CURATED_SCHEMA,
     SCORE_SCHEMA,
@@ -45,17 +45,7 @@ from .scorers import (
     pmi_to_scores,
     resolve_kind,
 )
-from ..core.shards import (
-    CallbackStep,
-    ExecutorConfig,
-    RowsReader,
-    ShardWriter,
-    Step,
-    count_rows,
-    merge_stats,
-    run_steps,
-    stable_id,
-)
+from ..core.shards import ExecutorConfig, RowsReader, ShardWriter, count_rows, merge_stats, run_then_finish, stable_id
 
 log = logging.getLogger("humpback.curate")
 
@@ -341,8 +331,7 @@ def run_curate(pairs: str, model: str, output: str, config: CurateConfig | None 
     the returned dict names the last job; its stats.json is written by that job.
     """
     cfg = config or CurateConfig()
-    if depends is None and cfg.executor.kind == "slurm":  # the config may name the job to wait for
-        depends = cfg.executor.slurm.depends_job_id
+    depends = cfg.executor.after(depends)
     out = Path(output)
     work = out / ".work"
     src = Path(pairs)
@@ -365,46 +354,44 @@ def run_curate(pairs: str, model: str, output: str, config: CurateConfig | None 
                 "?" if total is None else total, pairs_dir, model, kind, cfg.engine.kind, cfg.executor.kind, out)
     reader = RowsReader(pairs_dir, id_key="pair_id", text_key="output", limit=cfg.max_pairs)
     writer = ShardWriter(scored_dir, "curated", work / f"stats-{key}", work_dir=work / f"chunks-{key}")
-    tasks = cfg.executor.tasks
+    task = ScoreTask(model, scored_cfg)
+    rollout, inference = None, {}
     if cfg.engine.kind == "vllm":
-        from ..engines.vllm_engine import check_server_installed, inference_step, rollout_context, tokenizer_ref_for
+        rollout, inference = _vllm_rollout(task, model, cfg, kind)
+    steps = model_steps(("curate-score", "curate-rows"), reader, task, writer, model, cfg.engine,
+                        logs=work / f"logs-{key}", chunks=work / f"chunks-{key}", engine_dir=work / "engine",
+                        total=total, chunk_size=cfg.chunk_size, tasks=cfg.executor.tasks,
+                        vllm_work=work / f"vllm-{key}", rollout=rollout, **inference)
+    # the self-check scores a sample with the model, so on Slurm the finishing job gets the model's resources
+    done = run_then_finish("curate", steps, cfg.executor, finish_curate,
+                           (str(pairs_dir), str(out), model, cfg.model_dump(), kind, key),
+                           work / f"finish-logs-{key}", depends=depends, dry_run_dir=work / "slurm-dry-run",
+                           finish_uses_model=cfg.self_check_sample > 0)
+    if cfg.executor.kind != "slurm":
+        return done
+    return {"stage": "curate", "model": model, "scorer": kind, "submitted": True, "executor": "slurm",
+            "job_id": done, "dry_run": cfg.executor.slurm.dry_run, "output": str(out)}
 
-        use_chat = kind == "rubric-generate"
-        tokenizer_ref = tokenizer_ref_for(model, cfg.engine)
-        if not use_chat and tokenizer_ref is None:
-            raise EngineCapabilityError(f"scorer {kind} over engine kind 'vllm' renders prompts locally: set "
-                                        "engine.endpoint.tokenizer to a local copy of the served model's tokenizer")
-        support = None
-        if cfg.executor.kind != "slurm":
-            check_server_installed(cfg.engine)
-            if cfg.engine.vllm.server == "endpoint" and not use_chat:
-                support = _probe_endpoint(model, cfg, kind)
-        vwork = work / f"vllm-{key}"
-        threads = cfg.engine.vllm.max_concurrent_documents or cfg.engine.vllm.max_concurrent_generations
-        task = ScoreTask(model, scored_cfg)
-        runner = inference_step(
-            TaskRollout(task, model, use_chat, tokenizer_ref, support), model, cfg.engine, vwork,
-            use_chat=use_chat,
-            shared_context=partial(rollout_context, None if use_chat else tokenizer_ref, min(threads, 256)),
-            requests_per_document=1 if use_chat else 2)
-        steps = [Step("curate-score", [reader, runner], vwork / "logs", tasks=tasks, uses_model=True),
-                 Step("curate-rows", [RolloutRows(str(vwork / "rollouts"), task), writer],
-                      work / f"logs-{key}", tasks=tasks)]
-    else:
-        step = ModelStep(ScoreTask(model, scored_cfg), model, cfg.engine, str(work / f"chunks-{key}"), total,
-                         cfg.chunk_size, engine_dir=str(work / "engine"))
-        steps = [Step("curate-score", [reader, step, writer],
-                      work / f"logs-{key}", tasks=tasks, uses_model=True)]
-    finish_args = (str(pairs_dir), str(out), model, cfg.model_dump(), kind, key)
-    if cfg.executor.kind == "slurm":
-        # the self-check scores a sample with the model, so the finishing job gets the model's resources
-        steps.append(Step("curate-finish", [CallbackStep(finish_curate, *finish_args)], work / f"finish-logs-{key}",
-                          uses_model=cfg.self_check_sample > 0, skip_completed=False))
-        job = run_steps(steps, cfg.executor, depends=depends, dry_run_dir=work / "slurm-dry-run")
-        return {"stage": "curate", "model": model, "scorer": kind, "submitted": True, "executor": "slurm",
-                "job_id": job, "dry_run": cfg.executor.slurm.dry_run, "output": str(out)}
-    run_steps(steps, cfg.executor)
-    return finish_curate(*finish_args)
+
+def _vllm_rollout(task: ScoreTask, model: str, cfg: CurateConfig, kind: str) -> tuple[TaskRollout, dict]:
+    """The rollout that scores a pair inside InferenceRunner, and the runner's settings for it: the rubric
+    scorers chat, the likelihood scorers send prompts rendered here with the served model's tokenizer."""
+    from ..engines.vllm_engine import check_server_installed, rollout_context, tokenizer_ref_for
+
+    use_chat = kind == "rubric-generate"
+    tokenizer_ref = tokenizer_ref_for(model, cfg.engine)
+    if not use_chat and tokenizer_ref is None:
+        raise EngineCapabilityError(f"scorer {kind} over engine kind 'vllm' renders prompts locally: set "
+                                    "engine.endpoint.tokenizer to a local copy of the served model's tokenizer")
+    support = None
+    if cfg.executor.kind != "slurm":
+        check_server_installed(cfg.engine)
+        if cfg.engine.vllm.server == "endpoint" and not use_chat:
+            support = _probe_endpoint(model, cfg, kind)
+    threads = cfg.engine.vllm.max_concurrent_documents or cfg.engine.vllm.max_concurrent_generations
+    return TaskRollout(task, model, use_chat, tokenizer_ref, support), {
+        "use_chat": use_chat, "requests_per_document": 1 if use_chat else 2,
+        "shared_context": partial(rollout_context, None if use_chat else tokenizer_ref, min(threads, 256))}
 
 
 def _probe_endpoint(model: str, cfg: CurateConfig, kind: str) -> dict:
