@@ -150,9 +150,9 @@ def test_eval_scorer_auroc_agreement_histograms_and_cache(tmp_path, tiny_model_d
     assert "web-voice" in table and "boilerplate" in table
 
     # every model call is cached: a rerun needs no model at all and gives the same numbers
-    from humpback.evaluate import scorer as scorer_module
+    from humpback.evaluate import common
 
-    monkeypatch.setattr(scorer_module, "load_engine", lambda *a, **k: pytest.fail("model loaded on a cached rerun"))
+    monkeypatch.setattr(common, "load_engine", lambda *a, **k: pytest.fail("model loaded on a cached rerun"))
     again = evaluate_scorers(pairs, [s for s in specs if s.kind == "pmi"], out, sample=6, config=CFG,
                              corpus=str(corpus))
     assert again["scorers"]["pmi@tiny-llama"]["auroc"] == summary["scorers"]["pmi@tiny-llama"]["auroc"]

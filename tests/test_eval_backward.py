@@ -100,7 +100,6 @@ def test_eval_backward_schema_intervals_and_resume(tmp_path, tiny_model_dir, mon
         raise AssertionError("a model was loaded on the rerun")
 
     monkeypatch.setattr(common, "load_engine", no_models)
-    monkeypatch.setattr("humpback.evaluate.backward.load_engine", no_models)
     again = evaluate_backward(data, tiny_model_dir, out, k=2, config=CFG, augment=_aug())
     assert {m: again[m] for m in METRICS} == {m: summary[m] for m in METRICS}
 

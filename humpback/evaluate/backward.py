@@ -34,22 +34,8 @@ from pydantic import Field
 
 from ..core.config import ConfigError, StrictModel
 from ..core.records import write_jsonl
-from .common import (
-    EvalConfig,
-    auroc,
-    bootstrap_ci,
-    cached_chunks,
-    fingerprint,
-    fmt_ci,
-    load_engine,
-    load_items,
-    model_key,
-    pyplot,
-    release,
-    sample_items,
-    save_figure,
-    write_result,
-)
+from .common import (EvalConfig, LazyModel, auroc, bootstrap_ci, cached_chunks, fingerprint, fmt_ci, load_items,
+                     model_key, pyplot, sample_items, save_figure, write_result)
 
 log = logging.getLogger("humpback.eval")
 
@@ -158,17 +144,13 @@ def evaluate_backward(
     # 1. candidates: the augment prompt and sampling settings, k samples per output
     gen_cfg = aug.model_copy(update={"generation": aug.generation.model_copy(update={"n": k})})
     gen_key = fingerprint([model_key(model), gen_cfg.model_dump(mode="json"), ids])
-    state: dict = {}
+    with LazyModel(model, cfg) as engine:
+        def generate(idx: list[int]) -> list[list[str]]:
+            results = engine().generate([backward_requests(ids[i], outputs[i], gen_cfg) for i in idx])
+            return [list(r.texts) for r in results]
 
-    def generate(idx: list[int]) -> list[list[str]]:
-        if "engine" not in state:
-            state["engine"] = load_engine(model, cfg)
-        results = state["engine"].generate([backward_requests(ids[i], outputs[i], gen_cfg) for i in idx])
-        return [list(r.texts) for r in results]
-
-    raw = cached_chunks(out / ".work" / f"generate-{gen_key}", ids, generate, cfg.chunk_size, "backward generate")
-    if "engine" in state:
-        release(state.pop("engine"))
+        raw = cached_chunks(out / ".work" / f"generate-{gen_key}", ids, generate, cfg.chunk_size,
+                            "backward generate")
     candidates = [[clean_instruction(t) for t in texts] for texts in raw]
     pair_filter = PairFilter(aug.filters)
     reasons = [[pair_filter.reason(c, o) for c in cands] for cands, o in zip(candidates, outputs)]
@@ -176,12 +158,7 @@ def evaluate_backward(
     # 2. PMI of every candidate, of the human instruction and of another output's human instruction
     perm = derangement(len(items), cfg.seed)
     score_key = fingerprint([model_key(scorer_ref), gen_key, opts.max_output_chars, cfg.seed])
-
-    def scorer():
-        if "scorer" not in state:
-            state["scorer"] = load_engine(scorer_ref, cfg if scorer_engine is None else
-                                          cfg.model_copy(update={"engine": scorer_engine}))
-        return state["scorer"]
+    scorer = LazyModel(scorer_ref, cfg if scorer_engine is None else cfg.model_copy(update={"engine": scorer_engine}))
 
     def score_first(idx: list[int]) -> list[dict]:
         lists = [[human[i], human[perm[i]], *candidates[i]] for i in idx]
@@ -192,10 +169,6 @@ def evaluate_backward(
             vals = [pmi_of(u, c) for c in conds]
             rows.append({"uncond": u.mean, "human": vals[0], "human_other": vals[1], "candidates": vals[2:]})
         return rows
-
-    first = cached_chunks(out / ".work" / f"score-{score_key}", ids, score_first, cfg.chunk_size, "score candidates")
-    cand_pmi = [r["candidates"] for r in first]
-    chosen = {kk: [select(cand_pmi[i], reasons[i], kk) for i in range(len(items))] for kk in ks}
 
     def kept(kk: int, i: int) -> Optional[str]:
         j = chosen[kk][i]
@@ -211,11 +184,14 @@ def evaluate_backward(
             rows.append({str(kk): by_text.get(kept(kk, perm[i])) for kk in ks})
         return rows
 
-    sel_key = fingerprint([score_key, chosen])
-    other = cached_chunks(out / ".work" / f"score-other-{sel_key}", ids, score_other, cfg.chunk_size,
-                          "score mismatched")
-    if "scorer" in state:
-        release(state.pop("scorer"))
+    with scorer:
+        first = cached_chunks(out / ".work" / f"score-{score_key}", ids, score_first, cfg.chunk_size,
+                              "score candidates")
+        cand_pmi = [r["candidates"] for r in first]
+        chosen = {kk: [select(cand_pmi[i], reasons[i], kk) for i in range(len(items))] for kk in ks}
+        sel_key = fingerprint([score_key, chosen])
+        other = cached_chunks(out / ".work" / f"score-other-{sel_key}", ids, score_other, cfg.chunk_size,
+                              "score mismatched")
 
     # 3. similarity to the human instruction
     from .diversity import embed

@@ -248,6 +248,35 @@ def release(engine) -> None:
         gc.collect()
 
 
+class LazyModel:
+    """A model loaded by the first call that needs it, so a rerun over saved chunks loads none, and freed when
+    the ``with`` block ends, before the next one is loaded. A call returns ``setup(engine)`` (made once, e.g. a
+    scorer over the engine, or the engine after a capability check), or the engine itself."""
+
+    def __init__(self, model: str, cfg: EvalConfig, setup: Callable[[Any], Any] | None = None) -> None:
+        self.model, self.cfg, self.setup = model, cfg, setup
+        self._engine: Any = None
+        self._made: Any = None
+
+    def __call__(self) -> Any:
+        if self._engine is None:
+            self._engine = load_engine(self.model, self.cfg)
+            self._made = self.setup(self._engine) if self.setup else self._engine
+        return self._made
+
+    def __enter__(self) -> LazyModel:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._made = None
+        if self._engine is not None:
+            release(self._take())  # no reference left here: release's gc.collect frees the weights
+
+    def _take(self) -> Any:
+        engine, self._engine = self._engine, None
+        return engine
+
+
 def default_output(inputs: Sequence[str | Path], name: str) -> Path:
     """RUN/eval/NAME for a run directory, else ./eval/NAME."""
     for p in inputs:

@@ -27,15 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from ..core.records import RecordError, record_files
-from .common import (
-    EvalConfig,
-    is_run_dir,
-    load_items,
-    pyplot,
-    sample_items,
-    save_figure,
-    write_result,
-)
+from .common import EvalConfig, is_run_dir, load_items, pyplot, sample_items, save_figure, write_result
 
 log = logging.getLogger("humpback.eval")
 

@@ -25,23 +25,8 @@ from ..core.models import ALIASES
 from ..core.records import write_jsonl
 from ..stages.train.config import SEED_TAG, WEB_TAG
 from ..stages.train.data import forward_messages
-from .common import (
-    EvalConfig,
-    bootstrap_ci,
-    cached_chunks,
-    fingerprint,
-    fmt_ci,
-    is_run_dir,
-    load_engine,
-    load_items,
-    model_key,
-    pyplot,
-    release,
-    sample_items,
-    save_figure,
-    unique_labels,
-    write_result,
-)
+from .common import (EvalConfig, LazyModel, bootstrap_ci, cached_chunks, fingerprint, fmt_ci, is_run_dir, load_items,
+                     model_key, pyplot, sample_items, save_figure, unique_labels, write_result)
 
 log = logging.getLogger("humpback.eval")
 
@@ -151,28 +136,20 @@ def evaluate_heldout(
     per: dict[str, dict[str, tuple[np.ndarray, np.ndarray]]] = {label: {} for label in labels}
     for ref, label in zip(refs, labels):
         seed_tag, web_tag = model_tags(ref)
-        state: dict = {}
+        with LazyModel(ref, cfg) as engine_for:
+            for system in systems:
+                messages = [forward_messages(it.instruction, _tag(system), seed_tag, web_tag) for it in items]
+                key = fingerprint([model_key(ref), cfg.engine.dtype, messages[0][:-1], ids])
 
-        def engine_for(ref=ref, state=state):
-            if "engine" not in state:
-                state["engine"] = load_engine(ref, cfg)
-            return state["engine"]
+                def compute(idx, messages=messages, engine_for=engine_for):
+                    engine = engine_for()
+                    prompts = [engine.format_chat(messages[i]) for i in idx]
+                    scores = engine.continuation_logprobs(prompts, [items[i].output for i in idx])
+                    return [[-s.sum, s.n_tokens] for s in scores]
 
-        for system in systems:
-            messages = [forward_messages(it.instruction, _tag(system), seed_tag, web_tag) for it in items]
-            key = fingerprint([model_key(ref), cfg.engine.dtype, messages[0][:-1], ids])
-
-            def compute(idx, messages=messages):
-                engine = engine_for()
-                prompts = [engine.format_chat(messages[i]) for i in idx]
-                scores = engine.continuation_logprobs(prompts, [items[i].output for i in idx])
-                return [[-s.sum, s.n_tokens] for s in scores]
-
-            rows = cached_chunks(Path(work or out / ".work") / f"nll-{key}", ids, compute, cfg.chunk_size,
-                                 f"{label} [{system}]")
-            per[label][system] = _nll_arrays(rows)
-        if "engine" in state:
-            release(state.pop("engine"))
+                rows = cached_chunks(Path(work or out / ".work") / f"nll-{key}", ids, compute, cfg.chunk_size,
+                                     f"{label} [{system}]")
+                per[label][system] = _nll_arrays(rows)
 
     summary = _summarise(per, labels, refs, systems, cfg)
     summary.update({"command": "eval heldout", "data": str(source), "n": len(items)})

@@ -28,20 +28,8 @@ from ..engines.base import CHOICE_LOGPROBS, GENERATE, EngineCapabilityError, Gen
 from ..core.prompts import chat_messages, render
 from ..core.records import write_jsonl
 from ..stages.train.data import forward_messages
-from .common import (
-    EvalConfig,
-    bootstrap_ci,
-    cached_chunks,
-    fingerprint,
-    fmt_ci,
-    load_engine,
-    load_items,
-    model_key,
-    model_label,
-    release,
-    sample_items,
-    write_result,
-)
+from .common import (EvalConfig, LazyModel, bootstrap_ci, cached_chunks, fingerprint, fmt_ci, load_items, model_key,
+                     model_label, sample_items, write_result)
 from .heldout import SYSTEMS, model_tags, parse_systems
 
 log = logging.getLogger("humpback.eval")
@@ -127,23 +115,20 @@ def _answers(ref, items, ids, tag, jcfg: JudgeConfig, cfg: EvalConfig, out: Path
     messages = [forward_messages(it.instruction, tag, seed_tag, web_tag) for it in items]
     gen = jcfg.generation
     key = fingerprint([model_key(ref), gen.model_dump(), messages[0][:-1], ids, cfg.engine.dtype])
-    state: dict = {}
 
-    def compute(idx):
-        if "engine" not in state:
-            state["engine"] = load_engine(ref, cfg)
-            state["engine"].require(GENERATE)
-        reqs = [GenerationRequest(messages=messages[i], temperature=gen.temperature, top_p=gen.top_p,
-                                  top_k=gen.top_k, max_tokens=gen.max_tokens, stop=list(gen.stop),
-                                  seed=gen.seed + i) for i in idx]
-        return [r.text.strip() for r in state["engine"].generate(reqs)]
+    def generator(engine):
+        engine.require(GENERATE)
+        return engine
 
-    try:
+    with LazyModel(ref, cfg, generator) as engine:
+        def compute(idx):
+            reqs = [GenerationRequest(messages=messages[i], temperature=gen.temperature, top_p=gen.top_p,
+                                      top_k=gen.top_k, max_tokens=gen.max_tokens, stop=list(gen.stop),
+                                      seed=gen.seed + i) for i in idx]
+            return [r.text.strip() for r in engine().generate(reqs)]
+
         return cached_chunks(out / ".work" / f"answers-{key}", ids, compute, cfg.chunk_size,
                              f"{role} {model_label(ref)} answers")
-    finally:
-        if "engine" in state:
-            release(state.pop("engine"))
 
 
 def _judge_all(judge, items, ids, answers, jcfg: JudgeConfig, cfg: EvalConfig, out: Path) -> list[dict]:
@@ -152,46 +137,40 @@ def _judge_all(judge, items, ids, answers, jcfg: JudgeConfig, cfg: EvalConfig, o
     judge_ids = [f"{i}:{fingerprint([answers['model'][k], answers['baseline'][k]])}" for k, i in enumerate(ids)]
     key = fingerprint([model_key(judge), jcfg.model_dump(exclude={"generation"}), judge_ids,
                        engine_cfg.engine.model_dump()])
-    state: dict = {}
 
-    def engine():
-        if "engine" not in state:
-            eng = load_engine(judge, engine_cfg)
-            mode = jcfg.mode
-            if mode == "auto":
-                mode = "logprobs" if _can_read_letters(eng) else "generate"
-            eng.require(CHOICE_LOGPROBS if mode == "logprobs" else GENERATE)
-            state.update(engine=eng, mode=mode)
-            log.info("judge %s reads verdicts by %s", judge, mode)
-        return state["engine"], state["mode"]
+    def reader(eng):
+        mode = jcfg.mode
+        if mode == "auto":
+            mode = "logprobs" if _can_read_letters(eng) else "generate"
+        eng.require(CHOICE_LOGPROBS if mode == "logprobs" else GENERATE)
+        log.info("judge %s reads verdicts by %s", judge, mode)
+        return eng, mode
 
-    def compute(idx):
-        todo = []  # (item index, order, output_a, output_b)
-        results: dict[int, dict] = {}
-        for i in idx:
-            a, b = answers["model"][i], answers["baseline"][i]
-            if a.strip() == b.strip():
-                results[i] = {"identical": True, "orders": []}
-                continue
-            todo += [(i, 0, a, b), (i, 1, b, a)]
-            results[i] = {"identical": False, "orders": [None, None]}
-        if todo:
-            eng, mode = engine()
-            messages = [chat_messages(render(jcfg.template, instruction=items[i].instruction,
-                                             output_a=_cut(a, jcfg.max_answer_chars),
-                                             output_b=_cut(b, jcfg.max_answer_chars), generate=mode == "generate"),
-                                      system=jcfg.system) for i, _, a, b in todo]
-            verdicts = _verdicts(eng, mode, messages, jcfg)
-            for (i, order, _, _), v in zip(todo, verdicts):
-                results[i]["orders"][order] = v
-        return [results[i] for i in idx]
+    with LazyModel(judge, engine_cfg, reader) as engine:
+        def compute(idx):
+            todo = []  # (item index, order, output_a, output_b)
+            results: dict[int, dict] = {}
+            for i in idx:
+                a, b = answers["model"][i], answers["baseline"][i]
+                if a.strip() == b.strip():
+                    results[i] = {"identical": True, "orders": []}
+                    continue
+                todo += [(i, 0, a, b), (i, 1, b, a)]
+                results[i] = {"identical": False, "orders": [None, None]}
+            if todo:
+                eng, mode = engine()
+                messages = [chat_messages(render(jcfg.template, instruction=items[i].instruction,
+                                                 output_a=_cut(a, jcfg.max_answer_chars),
+                                                 output_b=_cut(b, jcfg.max_answer_chars),
+                                                 generate=mode == "generate"),
+                                          system=jcfg.system) for i, _, a, b in todo]
+                verdicts = _verdicts(eng, mode, messages, jcfg)
+                for (i, order, _, _), v in zip(todo, verdicts):
+                    results[i]["orders"][order] = v
+            return [results[i] for i in idx]
 
-    try:
         return cached_chunks(out / ".work" / f"judge-{key}", judge_ids, compute, max(1, cfg.chunk_size // 2),
                              f"judge {model_label(judge)}")
-    finally:
-        if "engine" in state:
-            release(state.pop("engine"))
 
 
 def _can_read_letters(engine) -> bool:

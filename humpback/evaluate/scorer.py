@@ -14,6 +14,7 @@ import itertools
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -21,26 +22,9 @@ import numpy as np
 from ..core.config import ConfigError
 from ..core.records import write_jsonl
 from ..stages.scorers import SCORERS, ScorerConfig, make_scorer
-from .common import (
-    EvalConfig,
-    auroc,
-    bootstrap_ci,
-    cached_chunks,
-    fingerprint,
-    fmt_ci,
-    histogram,
-    is_run_dir,
-    load_engine,
-    load_items,
-    model_key,
-    model_label,
-    pyplot,
-    release,
-    sample_items,
-    save_figure,
-    spearman,
-    write_result,
-)
+from .common import (EvalConfig, LazyModel, auroc, bootstrap_ci, cached_chunks, fingerprint, fmt_ci, histogram,
+                     is_run_dir, load_items, model_key, model_label, pyplot, sample_items, save_figure, spearman,
+                     write_result)
 
 log = logging.getLogger("humpback.eval")
 
@@ -117,30 +101,20 @@ def evaluate_scorers(
     values: dict[str, dict[str, list]] = {}
     rows_real: dict[str, list[dict]] = {}
     for spec in specs:
-        state: dict = {}
-
-        def scorer_for(spec=spec, state=state):
-            if "scorer" not in state:
-                engine = load_engine(spec.model, cfg)
-                state["engine"] = engine
-                state["scorer"] = make_scorer(engine, base_scorer.model_copy(update={"kind": spec.kind}))
-            return state["scorer"]
-
-        kind = spec.kind
-        if kind == "auto":  # resolving needs the model's size, so the model is loaded anyway
-            kind = scorer_for().kind
-        scfg = base_scorer.model_copy(update={"kind": kind})
-        results = {}
-        for name, batch in (("real", real), *negs.items()):
-            key = fingerprint([model_key(spec.model), scfg.model_dump(), cfg.seed, ids,
-                               [[b["instruction"], b["output"]] for b in batch]])
-            results[name] = cached_chunks(
-                out / ".work" / f"{kind}-{key}-{name}", ids,
-                lambda idx, batch=batch: scorer_for().score([batch[i] for i in idx]),
-                cfg.chunk_size, f"{spec.label} {name}")
-        if "engine" in state:
-            release(state.pop("engine"))
-            state.clear()
+        scfg = base_scorer.model_copy(update={"kind": spec.kind})
+        with LazyModel(spec.model, cfg, partial(make_scorer, cfg=scfg)) as scorer_for:
+            kind = spec.kind
+            if kind == "auto":  # resolving needs the model's size, so the model is loaded anyway
+                kind = scorer_for().kind
+            scfg = base_scorer.model_copy(update={"kind": kind})
+            results = {}
+            for name, batch in (("real", real), *negs.items()):
+                key = fingerprint([model_key(spec.model), scfg.model_dump(), cfg.seed, ids,
+                                   [[b["instruction"], b["output"]] for b in batch]])
+                results[name] = cached_chunks(
+                    out / ".work" / f"{kind}-{key}-{name}", ids,
+                    lambda idx, batch=batch: scorer_for().score([batch[i] for i in idx]),
+                    cfg.chunk_size, f"{spec.label} {name}")
         cont = SCORERS[kind].continuous
         values[spec.label] = {name: [cont(r) for r in rows] for name, rows in results.items()}
         rows_real[spec.label] = results["real"]
