@@ -153,27 +153,14 @@ class PrepareStep:
 
 @dataclass
 class PrepareLayout:
+    """Where a prepare run keeps what: segments/ (the output), quarantine/, stats.json, logs/, work/."""
+
     root: Path
 
-    @property
-    def segments(self) -> Path:
-        return self.root / "segments"
-
-    @property
-    def quarantine(self) -> Path:
-        return self.root / "quarantine"
-
-    @property
-    def stats(self) -> Path:
-        return self.root / "stats.json"
-
-    @property
-    def logs(self) -> Path:
-        return self.root / "logs"
-
-    @property
-    def work(self) -> Path:
-        return self.root / "work"
+    def __post_init__(self) -> None:
+        self.segments, self.quarantine, self.logs, self.work = (self.root / d for d in
+                                                                 ("segments", "quarantine", "logs", "work"))
+        self.stats = self.root / "stats.json"
 
     def stage_logs(self, key: str) -> Path:
         return self.logs / key
