@@ -11,10 +11,15 @@ from pathlib import Path
 import click
 
 from . import __version__
-from .stages.prepare.readers import CORPUS_FORMATS
-from .engines import ENGINES
+from .core.config import config_option, config_overrides
 from .core.locks import writes_output
+from .engines import ENGINES
+from .stages.augment import AugmentConfig
+from .stages.curate import CurateConfig
+from .stages.prepare.config import PrepareConfig
+from .stages.prepare.readers import CORPUS_FORMATS
 from .stages.scorers import SCORERS
+from .stages.train.config import TrainConfig
 
 
 class _HumpbackGroup(click.Group):
@@ -203,29 +208,27 @@ def quickstart_corpus_cmd(output, min_chars, min_headings, include_rst) -> None:
 @click.argument("inputs", nargs=-1, required=True, metavar="INPUT...")
 @click.option("--output", "-o", required=True, help="Output folder: segments/, stats.json, quarantine/, logs/.")
 @click.option("--config", "config_path", default=None, help="YAML config (top level or a prepare: section).")
-@click.option("--format", "fmt", type=click.Choice(["auto", *CORPUS_FORMATS.names()]),
-              default=None, help="Input format (default: from each path).")
-@click.option("--text-key", default=None, help="Text field of JSONL/Parquet/datasets records [text].")
-@click.option("--lang", default=None, help="Languages to keep, comma-separated, or 'any' [en].")
-@click.option("--tasks", type=int, default=None, help="datatrove tasks (default: one per input file, capped).")
-@click.option("--workers", type=int, default=None, help="Tasks run at once (default: CPU cores).")
-@click.option("--limit", type=int, default=None, help="Read at most N input records in total.")
-@click.option("--progress/--no-progress", default=None, help="Progress bars on stderr [on].")
+@config_option(PrepareConfig, "read.format", "--format", type=click.Choice(["auto", *CORPUS_FORMATS.names()]),
+               help="Input format (auto: from each path).")
+@config_option(PrepareConfig, "read.text_key", "--text-key", help="Text field of JSONL/Parquet/datasets records.")
+@config_option(PrepareConfig, "language.languages", "--lang", type=str,
+               help="Languages to keep, comma-separated, or 'any' [en].")
+@config_option(PrepareConfig, "tasks", "--tasks", help="datatrove tasks (default: one per input file, capped).")
+@config_option(PrepareConfig, "workers", "--workers", help="Tasks run at once (default: CPU cores).")
+@config_option(PrepareConfig, "read.limit", "--limit", help="Read at most N input records in total (-1: all).")
+@config_option(PrepareConfig, "progress", "--progress/--no-progress", help="Progress bars on stderr.")
 @_set_option
 @writes_output("output")
-def prepare_cmd(inputs, output, config_path, fmt, text_key, lang, tasks, workers, limit, progress, sets) -> None:
+def prepare_cmd(inputs, output, config_path, sets, **options) -> None:
     """Turn raw corpus files (JSONL, Parquet, WARC, HTML/markdown folders, saved datasets) into segments."""
     from .core.config import with_set_options
     from .stages.prepare import run_prepare
-    from .stages.prepare.config import PrepareConfig
     from .stages.prepare.pipeline import first_quarantined
     from .core.records import RecordError
 
     with _quiet_stage("prepare", Path(output) / "logs" / "prepare.log"):
-        result = run_prepare(list(inputs), output, config=config_path, overrides=with_set_options(PrepareConfig, sets, {
-            "read.format": fmt, "read.text_key": text_key, "language.languages": lang, "tasks": tasks,
-            "workers": workers, "read.limit": limit, "progress": progress,
-        }))
+        result = run_prepare(list(inputs), output, config=config_path,
+                             overrides=with_set_options(PrepareConfig, sets, config_overrides(options)))
     docs = result.stats.get("documents") or {}
     bad = docs.get("quarantined_total", 0)
     if bad and bad == docs.get("in"):  # nothing usable at all: the input is broken, not a few of its records
@@ -248,9 +251,9 @@ def train_group() -> None:
 
 def _train_options(f):
     f = _set_option(f)
-    f = click.option("--lora", is_flag=True, default=None, help="LoRA (peft) instead of full fine-tuning.")(f)
-    f = click.option("--epochs", type=float, default=None, help="Epochs (steps scale with the data).")(f)
-    f = click.option("--max-steps", type=int, default=None, help="Optimizer steps (overrides --epochs).")(f)
+    f = config_option(TrainConfig, "lora.enabled", "--lora", help="LoRA (peft) instead of full fine-tuning.")(f)
+    f = config_option(TrainConfig, "epochs", "--epochs", help="Epochs (steps scale with the data).")(f)
+    f = config_option(TrainConfig, "max_steps", "--max-steps", help="Optimizer steps (overrides --epochs).")(f)
     f = click.option("--config", "config_path", type=click.Path(dir_okay=False), default=None,
                      help="YAML file of TrainConfig keys.")(f)
     f = click.option("--output", required=True, type=click.Path(file_okay=False),
@@ -262,12 +265,10 @@ def _train_options(f):
     return f
 
 
-def _train_config(config_path, max_steps, epochs, lora, sets, **extra):
+def _train_config(config_path, sets, options):
     from .core.config import load_config, with_set_options
-    from .stages.train import TrainConfig
 
-    overrides = {"max_steps": max_steps, "epochs": epochs, "lora.enabled": lora, **extra}
-    return load_config(TrainConfig, config_path, with_set_options(TrainConfig, sets, overrides))
+    return load_config(TrainConfig, config_path, with_set_options(TrainConfig, sets, config_overrides(options)))
 
 
 def _train_report(result) -> None:
@@ -297,11 +298,11 @@ def _run_train(fn, *args, **kwargs):
 @train_group.command("backward")
 @_train_options
 @writes_output("output")
-def train_backward_cmd(seed_paths, base, output, config_path, max_steps, epochs, lora, sets) -> None:
+def train_backward_cmd(seed_paths, base, output, config_path, sets, **options) -> None:
     """Fine-tune M_yx on reversed seed pairs (prompt: the output, completion: the instruction)."""
     from .stages.train import train_backward
 
-    config = _train_config(config_path, max_steps, epochs, lora, sets)
+    config = _train_config(config_path, sets, options)
     _train_report(_run_train(train_backward, list(seed_paths), output, base=base, config=config))
 
 
@@ -309,16 +310,15 @@ def train_backward_cmd(seed_paths, base, output, config_path, max_steps, epochs,
 @_train_options
 @click.option("--augmented", multiple=True, type=click.Path(exists=True, readable=False),
               help="Augmented/curated pairs: Parquet/JSONL file or folder (repeatable).")
-@click.option("--min-score", type=float, default=None, help="Keep augmented pairs with score >= S.")
-@click.option("--no-tags", is_flag=True, help="No system tags (ablation); default tags seed S_a, augmented S_w.")
+@config_option(TrainConfig, "min_score", "--min-score", help="Keep augmented pairs with score >= S (default: all).")
+@config_option(TrainConfig, "tags", "--tags/--no-tags",
+               help="System tags: seed S_a, augmented S_w; --no-tags is the paper's ablation.")
 @writes_output("output")
-def train_forward_cmd(seed_paths, base, output, config_path, max_steps, epochs, lora, sets, augmented, min_score,
-                      no_tags) -> None:
+def train_forward_cmd(seed_paths, base, output, config_path, sets, augmented, **options) -> None:
     """Fine-tune the forward model on seed (tag S_a) plus augmented (tag S_w) pairs, from the base model."""
     from .stages.train import train_forward
 
-    config = _train_config(config_path, max_steps, epochs, lora, sets, min_score=min_score,
-                           tags=False if no_tags else None)
+    config = _train_config(config_path, sets, options)
     _train_report(_run_train(train_forward, list(seed_paths), output, augmented=list(augmented), base=base,
                              config=config))
 
@@ -337,33 +337,30 @@ def _check_local_model(model: str, engine) -> None:
 @click.option("--model", required=True, help="Backward model (alias, folder or HF id).")
 @click.option("--output", "-o", required=True, help="Output folder (pairs/, rejected/, stats.json).")
 @click.option("--config", "config_path", default=None, help="YAML file with augment settings.")
-@click.option("--max-segments", type=int, default=None, help="Only the first N segments.")
-@click.option("--n", type=int, default=None, help="Instructions per segment (default 1).")
-@click.option("--candidates", type=int, default=None,
-              help="Best-of-k: sample K instructions per segment, keep the one the selection model finds most "
-                   "explanatory (highest PMI); all K go into the pair's provenance.")
-@click.option("--selection-model", default=None, help="Model judging best-of-k candidates [the backward model's base].")
-@click.option("--engine", type=click.Choice(ENGINES.names()), default=None)
-@click.option("--max-tokens", type=int, default=None, help="Longest instruction in tokens.")
-@click.option("--tasks", type=int, default=None, help="datatrove tasks (shards processed in parallel units).")
-@click.option("--workers", type=int, default=None, help="Tasks run at once on this machine.")
-@click.option("--round", "round_", type=int, default=None, help="Round number recorded on each pair.")
+@config_option(AugmentConfig, "max_segments", "--max-segments", help="Only the first N segments (-1: all).")
+@config_option(AugmentConfig, "generation.n", "--n", help="Instructions per segment.")
+@config_option(AugmentConfig, "candidates", "--candidates",
+               help="Best-of-k: sample K instructions per segment, keep the one the selection model finds most "
+                    "explanatory (highest PMI); all K go into the pair's provenance.")
+@config_option(AugmentConfig, "selection.model", "--selection-model",
+               help="Model judging best-of-k candidates [the backward model's base].")
+@config_option(AugmentConfig, "engine.kind", "--engine", type=click.Choice(ENGINES.names()), help="Engine.")
+@config_option(AugmentConfig, "generation.max_tokens", "--max-tokens", help="Longest instruction in tokens.")
+@config_option(AugmentConfig, "executor.tasks", "--tasks", help="datatrove tasks (shards processed in parallel units).")
+@config_option(AugmentConfig, "executor.workers", "--workers", help="Tasks run at once on this machine.")
+@config_option(AugmentConfig, "round", "--round", help="Round number recorded on each pair.")
 @click.option("--prepare-config", default=None, help="YAML for `prepare` when INPUT is a raw corpus.")
 @_set_option
 @writes_output("output")
-def augment_cmd(input_path, model, output, config_path, max_segments, n, candidates, selection_model, engine,
-                max_tokens, tasks, workers, round_, prepare_config, sets) -> None:
+def augment_cmd(input_path, model, output, config_path, prepare_config, sets, **options) -> None:
     """Write an instruction for every segment in INPUT with the backward model (self-augmentation).
 
     INPUT is a `humpback prepare` output folder, or a raw corpus (prepared first into OUTPUT/prepared).
     """
-    from .stages.augment import AugmentConfig, load_augment_config, run_augment
+    from .stages.augment import load_augment_config, run_augment
     from .core.config import with_set_options
 
-    cfg = load_augment_config(config_path, **with_set_options(AugmentConfig, sets, {
-        "max_segments": max_segments, "generation.n": n, "candidates": candidates,
-        "selection.model": selection_model, "engine.kind": engine, "generation.max_tokens": max_tokens,
-        "executor.tasks": tasks, "executor.workers": workers, "round": round_}))
+    cfg = load_augment_config(config_path, **with_set_options(AugmentConfig, sets, config_overrides(options)))
     _check_local_model(model, cfg.engine)
     with _quiet_stage("augment", Path(output) / "logs" / "augment.log"):
         stats = run_augment(input_path, model, output, cfg, prepare_config=prepare_config)
@@ -381,30 +378,27 @@ def augment_cmd(input_path, model, output, config_path, max_segments, n, candida
 @click.argument("pairs")
 @click.option("--model", required=True, help="Scoring model: the forward model of the previous round.")
 @click.option("--output", "-o", required=True, help="Output folder (scores/, curated/, stats.json).")
-@click.option("--scorer", type=click.Choice(["auto", *SCORERS.names()]), default=None,
-              help="auto: humpback for models under 1B parameters, rubric otherwise.")
-@click.option("--min-score", type=float, default=None, help="Keep pairs with score >= this (default 5).")
+@config_option(CurateConfig, "scorer.kind", "--scorer", type=click.Choice(["auto", *SCORERS.names()]),
+               help="auto: humpback for models under 1B parameters, rubric otherwise.")
+@config_option(CurateConfig, "min_score", "--min-score", help="Keep pairs with score >= this.")
 @click.option("--config", "config_path", default=None, help="YAML file with curate settings.")
-@click.option("--engine", type=click.Choice(ENGINES.names()), default=None)
-@click.option("--self-check", "self_check", type=int, default=None,
-              help="Pairs re-scored with shuffled instructions for the AUROC self-check (0 = off).")
-@click.option("--max-pairs", type=int, default=None)
-@click.option("--tasks", type=int, default=None)
-@click.option("--workers", type=int, default=None)
+@config_option(CurateConfig, "engine.kind", "--engine", type=click.Choice(ENGINES.names()), help="Engine.")
+@config_option(CurateConfig, "self_check_sample", "--self-check",
+               help="Pairs re-scored as typed negatives for the AUROC self-check (0 = off).")
+@config_option(CurateConfig, "max_pairs", "--max-pairs", help="Only the first N pairs (-1: all).")
+@config_option(CurateConfig, "executor.tasks", "--tasks", help="datatrove tasks.")
+@config_option(CurateConfig, "executor.workers", "--workers", help="Tasks run at once on this machine.")
 @_set_option
 @writes_output("output")
-def curate_cmd(pairs, model, output, scorer, min_score, config_path, engine, self_check, max_pairs, tasks,
-               workers, sets) -> None:
+def curate_cmd(pairs, model, output, config_path, sets, **options) -> None:
     """Score every pair in PAIRS and select the tier with score >= --min-score (self-curation).
 
     PAIRS is an augment output folder, or any JSONL/Parquet file or folder with instruction and output columns.
     """
     from .core.config import with_set_options
-    from .stages.curate import CurateConfig, format_summary, load_curate_config, run_curate
+    from .stages.curate import format_summary, load_curate_config, run_curate
 
-    cfg = load_curate_config(config_path, **with_set_options(CurateConfig, sets, {
-        "scorer.kind": scorer, "min_score": min_score, "engine.kind": engine, "self_check_sample": self_check,
-        "max_pairs": max_pairs, "executor.tasks": tasks, "executor.workers": workers}))
+    cfg = load_curate_config(config_path, **with_set_options(CurateConfig, sets, config_overrides(options)))
     _check_local_model(model, cfg.engine)
     with _quiet_stage("curate", Path(output) / "logs" / "curate.log"):
         stats = run_curate(pairs, model, output, cfg)

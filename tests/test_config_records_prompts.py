@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from typing import Literal, Optional
 
 import pyarrow.parquet as pq
 import pytest
@@ -84,6 +85,44 @@ def test_run_set_option_reaches_the_run_config_and_rejects_unknown_keys(tmp_path
     assert result.exit_code == 2 and result.output.strip() == "error: --set train.epochz=2: unknown key 'train.epochz'"
     result = CliRunner().invoke(main, ["run", str(f), "--set", "rounds=0"])
     assert result.exit_code == 2 and "rounds" in result.output  # the value reached RunConfig's validation
+
+
+def test_cli_options_take_type_choices_and_default_from_the_config_field():
+    import click
+    from click.testing import CliRunner
+
+    from humpback.core.config import config_option, config_overrides
+
+    class Inner(StrictModel):
+        dtype: Literal["bfloat16", "float32"] = "bfloat16"
+        size: int = 16
+
+    class Outer(StrictModel):
+        inner: Inner = Inner(size=4)
+        ratio: Optional[float] = None
+        flag: bool = False
+
+    @click.command()
+    @config_option(Outer, "inner.dtype", "--dtype", help="Model dtype.")
+    @config_option(Outer, "inner.size", "--size", help="How many.")
+    @config_option(Outer, "ratio", "--ratio", help="A share.")
+    @config_option(Outer, "flag", "--flag", help="On or off.")
+    @click.option("--name", default="x")
+    def cmd(name, **options):
+        click.echo(f"{name} {sorted(config_overrides(options).items())} {options}")
+
+    runner = CliRunner()
+    shown = runner.invoke(cmd, ["--help"]).output
+    assert "[bfloat16|float32]" in shown and "Model dtype. [bfloat16]" in shown
+    assert "How many. [4]" in shown  # the default under Outer's own defaults, not Inner's 16
+    assert "On or off.\n" in shown  # a flag shows no default
+    given = runner.invoke(cmd, ["--dtype", "float32", "--ratio", "0.5", "--flag"]).output
+    assert given.strip() == ("x [('flag', True), ('inner.dtype', 'float32'), ('inner.size', None), ('ratio', 0.5)] "
+                             "{}")
+    assert runner.invoke(cmd, ["--dtype", "float16"]).exit_code == 2  # not a choice of the field
+    assert runner.invoke(cmd, ["--size", "many"]).exit_code == 2  # not an int
+    with pytest.raises(KeyError, match="no key inner.depth"):
+        config_option(Outer, "inner.depth", "--depth")
 
 
 def test_records_validate_and_roundtrip(tmp_path):

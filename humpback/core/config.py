@@ -140,6 +140,66 @@ def _check_key(model: type[BaseModel], key: str, item: str) -> None:
             raise ConfigError(f"--set {item}: '{'.'.join(parts[:i + 1])}' is a value, not a section of keys")
 
 
+OPTION_PREFIX = "config__"  # the click parameter of a config option: config__engine__batch_size
+
+
+def config_option(model: Any, key: str, *decls: str, help: str = "", **attrs: Any):
+    """A click option that sets the dotted config ``key`` of ``model`` (a config model, or a function returning
+    one), with the type, choices and default shown in ``--help`` taken from the model's field, so the CLI cannot
+    disagree with the config. A key the model does not have fails when the CLI is imported (a test imports it).
+    The value reaches the config through :func:`config_overrides` in the command."""
+    import types
+    import typing
+
+    import click
+
+    model = model if isinstance(model, type) else model()
+    field, default = _field_at(model, key)
+    annotation = field.annotation
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        annotation = next(a for a in typing.get_args(annotation) if a is not type(None))
+    if "type" not in attrs and not attrs.get("is_flag"):
+        if typing.get_origin(annotation) is Literal:
+            attrs["type"] = click.Choice([str(v) for v in typing.get_args(annotation)])
+        elif annotation is bool:
+            if not any("/" in d for d in decls):
+                attrs["is_flag"] = True
+        elif annotation in (int, float, str):
+            attrs["type"] = annotation
+        else:
+            raise TypeError(f"config_option {key}: no click type for {annotation}")
+    if default is not None and default != "" and not attrs.get("is_flag") and \
+            not isinstance(default, (list, dict, BaseModel)):
+        help = f"{help} [{str(default).lower() if isinstance(default, bool) else default}]".strip()
+    return click.option(*decls, OPTION_PREFIX + key.replace(".", "__"), default=None, help=help, **attrs)
+
+
+def config_overrides(options: dict[str, Any]) -> dict[str, Any]:
+    """The dotted overrides of a command's :func:`config_option` parameters (taken out of ``options``)."""
+    return {name[len(OPTION_PREFIX):].replace("__", "."): options.pop(name)
+            for name in [n for n in options if n.startswith(OPTION_PREFIX)]}
+
+
+def _field_at(model: type[BaseModel], key: str) -> tuple[Any, Any]:
+    """The pydantic field of a dotted key, and its default under the model's own defaults."""
+    try:
+        current: Any = model()
+    except ValidationError:  # a model with required keys: its fields' own defaults
+        current = None
+    for i, part in enumerate(parts := key.split(".")):
+        if part not in model.model_fields:
+            raise KeyError(f"{model.__name__} has no key {'.'.join(parts[:i + 1])}")
+        field = model.model_fields[part]
+        current = getattr(current, part, None) if current is not None else (
+            None if field.is_required() or field.default_factory else field.default)
+        if i < len(parts) - 1:
+            subs = [t for t in _sections(field.annotation) if t is not dict]
+            if not subs:
+                raise KeyError(f"{model.__name__}: {'.'.join(parts[:i + 1])} is a value, not a section")
+            model = subs[0]
+    return field, current
+
+
 def _sections(annotation: Any) -> list[Any]:
     """The config models (or ``dict`` for a free-form mapping) a field's type allows below it."""
     import typing

