@@ -10,7 +10,8 @@ import re
 import pytest
 import yaml
 
-from humpback.stages.export_card import PAPER, code, example_rows, md_text, project_url, render_card, score, value
+from humpback.core.markdown import code, md_text, score, value
+from humpback.stages.export_card import PAPER, example_rows, project_url, render_card
 from runconfig import tiny_run_config
 
 NASTY = [

@@ -11,9 +11,9 @@ from __future__ import annotations
 import re
 from typing import Any, Optional
 
-from ..stages.export_card import _fig as _card_fig
-from ..stages.export_card import TRAINING, count, g, md_text, num
-from ..stages.export_card import steps as _card_steps
+from .markdown import TRAINING, count, g, md_text, num
+from .markdown import fig as _card_fig
+from .markdown import steps as _card_steps
 from .runs import StageResult
 
 EVAL_ROUND = re.compile(r"^eval-m\d+$")
