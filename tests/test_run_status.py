@@ -122,8 +122,8 @@ def test_the_tasks_of_a_job_array_then_the_stage_job_make_what_one_local_run_mak
     task 0 (the order Slurm may pick), then the stage's job."""
     import shutil
 
-    cfg = tiny_run_config(tmp_path, tiny_model_dir, rounds=1, **{"curate.executor": {"tasks": 2}, "evaluate.backward": False,
-                                                                "evaluate.forward": False})
+    cfg = tiny_run_config(tmp_path, tiny_model_dir, rounds=1, **{"curate.executor": {"tasks": 2},
+                                                                "evaluate.backward": False, "evaluate.forward": False})
     local, jobs = tmp_path / "local", tmp_path / "jobs"
     run_loop(cfg, run_dir=str(local), until="m0")
     shutil.copytree(local, jobs)

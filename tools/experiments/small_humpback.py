@@ -502,7 +502,8 @@ def markdown(m: dict) -> str:
               "cpu-small and cpu differ in training steps alone; cpu-wide is cpu on every segment of the corpus "
               "(its m0 is cpu's); cpu-wide-a5 trains on the cpu-wide pairs m0 scored 5 (the paper's A5 tier), "
               "against as many random candidates.", "",
-              "| budget | candidates | tier r1 | steps x batch | m1-m0 | m1-m1_uncurated |", "|---|---|---|---|---|---|"]
+              "| budget | candidates | tier r1 | steps x batch | m1-m0 | m1-m1_uncurated |",
+              "|---|---|---|---|---|---|"]
     for n, t in m["trend"].items():
         lines.append(f"| {n} | {t.get('candidates', '—')} | {t.get('tier_r1', '—')} | {t['steps']} x {t['batch_size']} "
                      f"| {_fmt(t['diff'].get('m1-m0'), 4)} | {_fmt(t['diff'].get('m1-m1_uncurated'), 4)} |")
@@ -570,7 +571,8 @@ def plot(m: dict, path: Path) -> None:
             if d.get("value") is None:
                 continue
             ci = d.get("ci") or [d["value"]] * 2
-            ax2.errorbar([t["steps"] * t["batch_size"] + 3], [d["value"]], yerr=[[d["value"] - ci[0]], [ci[1] - d["value"]]],
+            ax2.errorbar([t["steps"] * t["batch_size"] + 3], [d["value"]],
+                         yerr=[[d["value"] - ci[0]], [ci[1] - d["value"]]],
                          marker="s", mfc="none", color=f"C{k}", capsize=3, ls="none",
                          label=f"{label}, {name} ({t.get('candidates')} candidates)")
     ax2.axhline(0, color="#888", lw=0.8)
