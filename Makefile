@@ -39,7 +39,7 @@ endef
 sandbox-deps:
 	$(call apt_dep,bwrap,bubblewrap,code-tests will be refused and its sandbox tests skipped)
 
-# tests/test_report.py opens the run report in headless Chromium (Debian's chromium, driven by Playwright, which
+# tests/analysis/test_report.py opens the run report in headless Chromium (Debian's chromium, driven by Playwright, which
 # is told to use it: no browser download).
 browser-deps:
 	$(call apt_dep,chromium,chromium,the report's browser tests will be skipped)

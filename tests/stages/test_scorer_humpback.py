@@ -22,7 +22,7 @@ from humpback.stages.scorers import (
     turn_end,
 )
 
-FIXTURES = Path(__file__).resolve().parent / "fixtures"
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 FAST = EngineConfig(dtype="float32", progress=False, batch_size=8)
 PAIRS = [
     ("How do I water tomato seedlings?", "Water them at the base in the morning, so the leaves stay dry. Give "

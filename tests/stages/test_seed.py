@@ -36,7 +36,7 @@ from humpback.stages.seed import (
     split_heldout,
 )
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 
 
 def write_jsonl(path: Path, rows: list[dict]) -> Path:

@@ -277,7 +277,7 @@ def test_trl_internals_the_cpu_loss_uses_are_there(tiny_model_dir, seed_file, tm
     except ModuleNotFoundError:  # Python 3.10: no range check, the internals below are checked all the same
         tomllib = None
     if tomllib is not None:
-        pyproject = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text())
+        pyproject = tomllib.loads((Path(__file__).parents[2] / "pyproject.toml").read_text())
         pin = next(Requirement(r) for r in pyproject["project"]["dependencies"] if r.startswith("trl"))
         if not pin.specifier.contains(trl.__version__):
             problems.append(f"outside the pinned range {pin}")

@@ -167,7 +167,7 @@ def test_smollm2_backward_model_writes_relevant_requests(tmp_path, smollm2_dir):
     from humpback.stages.seed import import_seed
     from humpback.stages.train import train_backward
 
-    repo = Path(__file__).resolve().parent.parent
+    repo = Path(__file__).resolve().parents[2]
     cfg = load_run_config(STARTER)
     import_seed("builtin", tmp_path / "seed.parquet", heldout_fraction=0.1, seed=0)
     model = train_backward(str(tmp_path / "seed.parquet"), tmp_path / "backward", config=cfg.training("backward"))

@@ -646,7 +646,7 @@ def host(tmp_path_factory):
             "subs": {"host_dir": str(d), "target": str(d / "escaped.txt"), "canary_file": str(d / "canary.txt"),
                      "canary_text": canary_text, "env": ENV_CANARY, "port": tcp.getsockname()[1],
                      "udp_port": udp.getsockname()[1], "unix": unix_name, "grader_pid": os.getpid(),
-                     "repo": str(Path(__file__).resolve().parent.parent), "max_processes": MAX_PROCESSES},
+                     "repo": str(Path(__file__).resolve().parents[2]), "max_processes": MAX_PROCESSES},
         }
     for s in (tcp, udp, unix_abstract, unix_path):
         s.close()

@@ -21,7 +21,7 @@ from humpback.stages.prepare.readers import looks_like_html
 from humpback.stages.prepare.segment import SegmentRules, segment_document
 from humpback.core.records import SEGMENT_SCHEMA
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 # --- fixture pages: real prose, real page furniture (nav, cookie banner, footer) ----------------------------
 
