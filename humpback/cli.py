@@ -344,7 +344,8 @@ def _check_local_model(model: str, engine) -> None:
                     "explanatory (highest PMI); all K go into the pair's provenance.")
 @config_option(AugmentConfig, "selection.model", "--selection-model",
                help="Model judging best-of-k candidates [the backward model's base].")
-@config_option(AugmentConfig, "engine.kind", "--engine", type=click.Choice(ENGINES.names()), help="Engine.")
+@config_option(AugmentConfig, "engine.kind", "--engine", type=click.Choice(ENGINES.names()),
+               help="Engine kind (its other settings: engine: in --config).")
 @config_option(AugmentConfig, "generation.max_tokens", "--max-tokens", help="Longest instruction in tokens.")
 @config_option(AugmentConfig, "executor.tasks", "--tasks", help="datatrove tasks (shards processed in parallel units).")
 @config_option(AugmentConfig, "executor.workers", "--workers", help="Tasks run at once on this machine.")
@@ -382,7 +383,8 @@ def augment_cmd(input_path, model, output, config_path, prepare_config, sets, **
                help="auto: humpback for models under 1B parameters, rubric otherwise.")
 @config_option(CurateConfig, "min_score", "--min-score", help="Keep pairs with score >= this.")
 @click.option("--config", "config_path", default=None, help="YAML file with curate settings.")
-@config_option(CurateConfig, "engine.kind", "--engine", type=click.Choice(ENGINES.names()), help="Engine.")
+@config_option(CurateConfig, "engine.kind", "--engine", type=click.Choice(ENGINES.names()),
+               help="Engine kind (its other settings: engine: in --config).")
 @config_option(CurateConfig, "self_check_sample", "--self-check",
                help="Pairs re-scored as typed negatives for the AUROC self-check (0 = off).")
 @config_option(CurateConfig, "max_pairs", "--max-pairs", help="Only the first N pairs (-1: all).")
