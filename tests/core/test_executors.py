@@ -50,9 +50,9 @@ def local_ray():
 
 
 def test_prepare_on_ray_equals_local(tmp_path, local_ray):
-    from test_prepare import _resume_corpus
+    from sample_corpus import resume_corpus
 
-    src = _resume_corpus(tmp_path)
+    src = resume_corpus(tmp_path)
     # MinHash off: its 14 bucket tasks would each be a Ray job; exact dedup still makes it a 3-stage run
     base = {"progress": False, "tasks": 2, "dedup.minhash": False}
     local = run_prepare([str(src)], tmp_path / "local", overrides={**base, "workers": 1})
@@ -127,10 +127,10 @@ def test_slurm_augment_renders_arrays_gpus_and_dependencies(tmp_path):
 
 
 def test_slurm_curate_and_prepare_chain_their_jobs(tmp_path):
-    from test_prepare import _resume_corpus
+    from sample_corpus import resume_corpus
 
     sl = {"partition": "cpu", "dry_run": True}
-    src = _resume_corpus(tmp_path)
+    src = resume_corpus(tmp_path)
     prep = run_prepare([str(src)], tmp_path / "prep", overrides={"progress": False, "tasks": 4, "executor": "slurm",
                                                                   "slurm": sl})
     assert "dry run" in prep.summary()
