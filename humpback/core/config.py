@@ -6,6 +6,7 @@ something other than what its author believes.
 
 from __future__ import annotations
 
+import functools
 import os
 from pathlib import Path
 from typing import Any, Literal, Mapping, Optional, Sequence, TypeVar
@@ -180,12 +181,18 @@ def config_overrides(options: dict[str, Any]) -> dict[str, Any]:
             for name in [n for n in options if n.startswith(OPTION_PREFIX)]}
 
 
+@functools.cache
+def _defaults(model: type[BaseModel]) -> BaseModel | None:
+    """One default instance per model for every option of it (None for a model with required keys)."""
+    try:
+        return model()
+    except ValidationError:
+        return None
+
+
 def _field_at(model: type[BaseModel], key: str) -> tuple[Any, Any]:
     """The pydantic field of a dotted key, and its default under the model's own defaults."""
-    try:
-        current: Any = model()
-    except ValidationError:  # a model with required keys: its fields' own defaults
-        current = None
+    current: Any = _defaults(model)
     for i, part in enumerate(parts := key.split(".")):
         if part not in model.model_fields:
             raise KeyError(f"{model.__name__} has no key {'.'.join(parts[:i + 1])}")

@@ -6,6 +6,8 @@ the modules that define those models; the rest of each evaluation is imported wh
 
 from __future__ import annotations
 
+import functools
+
 import click
 
 from ..core.config import config_option, config_overrides
@@ -14,6 +16,7 @@ from ..engines import ENGINES
 from ..stages.scorers import SCORERS
 
 
+@functools.cache
 def eval_file_config():
     """The ``--config`` YAML model of every eval command: shared keys plus one section per command."""
     from ..stages.augment import AugmentConfig

@@ -44,7 +44,10 @@ class DecontamConfig(StrictModel):
     @field_validator("fields", mode="before")
     @classmethod
     def _split(cls, v):
-        return [p.strip() for p in v.split(",") if p.strip()] if isinstance(v, str) else v  # "instruction,output"
+        v = [p.strip() for p in v.split(",") if p.strip()] if isinstance(v, str) else v  # "instruction,output"
+        if not v:
+            raise ValueError("name at least one pair field (e.g. instruction,output)")
+        return v
 
 
 def words(text: str) -> list[str]:

@@ -461,3 +461,11 @@ def test_cli_eval_commands(tmp_path, tiny_model_dir):
     res = runner.invoke(main, ["eval", "judge", "--model", "m", "--baseline", "b", "--judge", "j", "--prompts",
                                str(evals), "--config", str(cfg)])
     assert res.exit_code == 2 and "judge.temprature: unknown key" in res.output
+
+
+def test_decontam_fields_take_a_comma_list_and_refuse_none():
+    from humpback.evaluate.decontam import DecontamConfig
+
+    assert DecontamConfig(fields="instruction, output").fields == ["instruction", "output"]
+    result = CliRunner().invoke(main, ["eval", "decontam", "x", "--against", "y.jsonl", "--fields", " , "])
+    assert result.exit_code == 2 and "decontam.fields" in result.output and "Traceback" not in result.output
