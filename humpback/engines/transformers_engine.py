@@ -19,6 +19,7 @@ from typing import Optional, Sequence
 import torch
 
 from ..core.config import EngineConfig
+from ..core.hardware import cpu_dtype
 from ..core.models import ResolvedModel, load_causal_lm, load_tokenizer, resolve
 from ..core.prompts import apply_chat_template
 from .base import (
@@ -104,7 +105,8 @@ class TransformersEngine(Engine):
         if device == "auto":
             device = "cuda" if torch.cuda.is_available() else "cpu"
         self.device = torch.device(device)
-        dtype = None if self.config.dtype == "auto" else _DTYPES[self.config.dtype]
+        name = cpu_dtype(self.config.dtype) if self.device.type == "cpu" else self.config.dtype
+        dtype = None if name == "auto" else _DTYPES[name]
         self.tokenizer = _tokenizer or load_tokenizer(resolved)
         self.model = _model if _model is not None else load_causal_lm(resolved, dtype=dtype, device=str(self.device))
         self.model.eval()

@@ -163,3 +163,19 @@ def test_choice_logprobs_with_a_shared_prefix_equal_direct_forward(tiny_engine):
         with torch.no_grad():
             want = torch.log_softmax(tiny_engine.model(input_ids=x).logits[0, -1].float(), -1)[ids]
         assert torch.allclose(torch.tensor(row), want, atol=1e-4)
+
+
+@pytest.mark.parametrize("units", [True, False])
+def test_bfloat16_on_a_cpu_without_bf16_units_runs_in_float32(tiny_model_dir, monkeypatch, units):
+    """torch emulates bf16 matmuls on a CPU without AMX / AVX512-BF16, many times slower than fp32: there the
+    engine and training use fp32 instead; with the units they keep bf16."""
+    from humpback.core import hardware
+    from humpback.stages.train.config import TrainConfig
+    from humpback.stages.train.sft import _bf16
+
+    monkeypatch.setattr(hardware, "cpu_has_bf16_units", lambda: units)
+    engine = TransformersEngine(tiny_model_dir, EngineConfig(dtype="bfloat16", progress=False))
+    assert next(engine.model.parameters()).dtype == (torch.bfloat16 if units else torch.float32)
+    assert _bf16(TrainConfig(precision="bfloat16"), "cpu") is units
+    assert _bf16(TrainConfig(precision="auto"), "cpu") is units
+    assert _bf16(TrainConfig(precision="float32"), "cpu") is False

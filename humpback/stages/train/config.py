@@ -101,7 +101,9 @@ class TrainConfig(StrictModel):
 
     # --- hardware
     device: Literal["auto", "cpu", "cuda"] = "auto"
-    precision: Literal["auto", "float32", "bfloat16"] = "auto"  # auto: bf16 autocast on a bf16 GPU, else fp32
+    # auto: bf16 autocast on a bf16 GPU or a CPU with bf16 units (AMX, AVX512-BF16), else fp32; bfloat16 is
+    # fp32 too on a CPU without them, where torch emulates bf16 many times slower
+    precision: Literal["auto", "float32", "bfloat16"] = "auto"
     threads: Optional[int] = Field(None, ge=1)
     # data-parallel training processes (torchrun, DDP): one per GPU of the node; batch_size stays the global
     # batch (each process takes batch_size / processes of every step)

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any, Optional, Sequence
 
 from ...core.faults import fault_point
+from ...core.hardware import cpu_dtype
 from ...core.models import ResolvedModel, load_tokenizer, resolve
 from ...core.records import write_json, write_parquet
 from .card import plot_loss_curve, render_model_card
@@ -188,11 +189,14 @@ def _device(config: TrainConfig) -> str:
 def _bf16(config: TrainConfig, device: str) -> bool:
     import torch
 
-    if config.precision == "bfloat16":
-        return True
     if config.precision == "float32":
         return False
-    # On CPU, bf16 autocast measured no faster than fp32 for SmolLM2 (docs/train.md) and costs precision.
+    if device == "cpu":
+        # bf16 autocast pays on a CPU with bf16 units (AMX: ~4x an fp32 matmul), and is emulated, many times
+        # slower than fp32, on one without (docs/train.md): there bfloat16 falls back to fp32
+        return cpu_dtype("bfloat16") == "bfloat16"
+    if config.precision == "bfloat16":
+        return True
     return device == "cuda" and torch.cuda.is_bf16_supported()
 
 
