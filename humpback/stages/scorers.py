@@ -276,9 +276,9 @@ def turn_end(engine: Engine) -> str:
 # The likelihood features are in nats and similarity is a cosine, so the blend carries over to other models
 # without refitting; the test split it was not fitted on is where its AUROCs are reported (docs/eval.md).
 HUMPBACK_WEIGHTS = {"pmi": -5.678, "pmi_sqrt": 1.294, "reverse_pmi": 1.274, "end": 0.219, "fluency": 0.731,
-                    "similarity": 3.255, "contrast": 0.16}
+                    "similarity": 3.255, "contrast": 0.08}
 NEUTRAL_END = -3.4  # median end log-probability of real dev answers: used when the output was cut short
-NEUTRAL_CONTRAST = 0.0  # no other instruction to compare with: no rival explains the output better
+NEUTRAL_CONTRAST = 0.0  # no other instruction to compare with: as likely under its own as under the best other
 
 
 def reverse_logprobs(engine: Engine, outputs: Sequence[str], instructions: Sequence[str]):
@@ -316,12 +316,10 @@ class HumpbackScorer(Scorer):
 
     def contrast(self, outputs: Sequence[str], instrs: Sequence[str], vectors) -> list[Optional[float]]:
         """log p(output | its instruction) minus the best of the same under the ``contrast_k`` most similar other
-        instructions of the pool, summed over the output's first ``contrast_chars`` characters, when that is
-        below 0 (another pair's instruction explains this output better than its own), else 0; None without a
-        pool to compare with. The text is the same on both sides, so its fluency cancels out; summed, not
-        averaged, so that a first sentence alone, which its own instruction predicts well per token, carries
-        little evidence. Only a rival that wins counts: by how much its own instruction beats an unrelated one
-        says nothing more about a pair (on the Debian dev split, counting it too cost web-voice 0.02)."""
+        instructions of the pool, summed over the output's first ``contrast_chars`` characters: below 0 when
+        another pair's instruction explains this output better than its own (None without a pool to compare
+        with). The text is the same on both sides, so its fluency cancels out; summed, not averaged, so that a
+        first sentence alone, which its own instruction predicts well per token, carries little evidence."""
         k = self.cfg.contrast_k
         if self.pool is None or k == 0 or len(self.pool) < 2:
             return [None] * len(outputs)
@@ -331,7 +329,7 @@ class HumpbackScorer(Scorer):
         out = []
         for _, (own, *others) in both:
             sums = [o.sum for o in others if o.n_tokens]
-            out.append(min(0.0, own.sum - max(sums)) if sums and own.n_tokens else None)
+            out.append(own.sum - max(sums) if sums and own.n_tokens else None)
         return out
 
     def features(self, pairs: Sequence[dict]) -> list[Optional[dict]]:
