@@ -26,7 +26,6 @@ from humpback.core.config import EngineConfig
 from humpback.engines.transformers_engine import TransformersEngine
 from humpback.evaluate.common import auroc
 from humpback.evaluate.negatives import KINDS, build_negatives, read_corpus_segments
-from humpback.stages.instruction_pool import InstructionPool
 from humpback.stages.scorers import HUMPBACK_WEIGHTS, HumpbackScorer, ScorerConfig
 
 NAMES = list(HUMPBACK_WEIGHTS)
@@ -68,7 +67,6 @@ def main() -> None:
         pairs = dev_split(path, args.dev)
         segs = read_corpus_segments(corpus) if corpus else None
         kinds = [k for k in KINDS if segs or k != "web-voice"]
-        scorer.set_pool(InstructionPool([p["instruction"] for p in pairs]))  # as eval scorer: the real pairs'
         feats, labels = [], []
         for kind, batch in [("real", pairs), *build_negatives(pairs, kinds, seed=0, corpus=segs).items()]:
             for f in scorer.features(batch):

@@ -21,7 +21,6 @@ import numpy as np
 
 from ..core.config import ConfigError
 from ..core.records import write_jsonl
-from ..stages.instruction_pool import InstructionPool
 from ..stages.scorers import SCORERS, ScorerConfig, make_scorer
 from .common import (EvalConfig, LazyModel, auroc, bootstrap_ci, cached_chunks, fingerprint, fmt_ci, histogram,
                      is_run_dir, load_items, model_key, model_label, pyplot, sample_items, save_figure, spearman,
@@ -95,8 +94,6 @@ def evaluate_scorers(
     segments = read_corpus_segments(corpus, seed=cfg.seed) if corpus else None
     negs = build_negatives(real, kinds, seed=cfg.seed, corpus=segments)
     ids = [p["pair_id"] for p in real]
-    # every kind is scored against the real pairs' instructions, as curate scores against its input's
-    pool = InstructionPool([p["instruction"] for p in real])
     log.warning("eval scorer: %d of %d pairs from %s, negatives %s, %d scorer(s) -> %s", len(real), len(items),
                 source, ",".join(kinds), len(specs), out)
 
@@ -105,15 +102,15 @@ def evaluate_scorers(
     rows_real: dict[str, list[dict]] = {}
     for spec in specs:
         scfg = base_scorer.model_copy(update={"kind": spec.kind})
-        with LazyModel(spec.model, cfg, partial(make_scorer, cfg=scfg, pool=pool)) as scorer_for:
+        with LazyModel(spec.model, cfg, partial(make_scorer, cfg=scfg)) as scorer_for:
             kind = spec.kind
             if kind == "auto":  # resolving needs the model's size, so the model is loaded anyway
                 kind = scorer_for().kind
             scfg = base_scorer.model_copy(update={"kind": kind})
             results = {}
             for name, batch in (("real", real), *negs.items()):
-                key = fingerprint([model_key(spec.model), scfg.model_dump(), SCORERS.get(kind).revision, cfg.seed,
-                                   ids, [[b["instruction"], b["output"]] for b in batch]])
+                key = fingerprint([model_key(spec.model), scfg.model_dump(), cfg.seed, ids,
+                                   [[b["instruction"], b["output"]] for b in batch]])
                 results[name] = cached_chunks(
                     out / ".work" / f"{kind}-{key}-{name}", ids,
                     lambda idx, batch=batch: scorer_for().score([batch[i] for i in idx]),

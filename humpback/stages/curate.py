@@ -38,7 +38,6 @@ from ..core.records import (
     write_json,
 )
 from .scorers import (
-    SCORERS,
     ScorerConfig,
     is_mapped,
     auto_kind,
@@ -115,12 +114,6 @@ def normalize_input(src: str, work: Path) -> Path:
 
 
 # ----------------------------------------------------------------------------- scoring task
-def run_pool(pairs_dir: Path, cfg: CurateConfig):
-    from .instruction_pool import read_pool
-
-    return read_pool(pairs_dir, cfg.scorer.contrast_pool)
-
-
 class ScoreTask(Task):
     """The scorer as a model-step task: a pair row becomes its score row (pair + score columns).
 
@@ -134,20 +127,12 @@ class ScoreTask(Task):
     stage = "curate"
     text_key = "output"
 
-    def __init__(self, model: str, cfg: CurateConfig, pairs_dir: Path) -> None:
-        self.model, self.cfg, self.pairs_dir = model, cfg, pairs_dir
+    def __init__(self, model: str, cfg: CurateConfig) -> None:
+        self.model, self.cfg = model, cfg
         self.scorer = None
-        self._pool = None
-
-    def pool(self):
-        """Every instruction of the input, for a scorer that compares a pair with the others (read once per
-        worker, when its scorer is made: on Slurm the pairs may not exist before)."""
-        if self._pool is None and SCORERS.get(self.cfg.scorer.kind).uses_pool:
-            self._pool = run_pool(self.pairs_dir, self.cfg)
-        return self._pool
 
     def open(self, engine) -> None:
-        self.scorer = make_scorer(engine, self.cfg.scorer, self.pool())
+        self.scorer = make_scorer(engine, self.cfg.scorer)
 
     def run(self, engine, docs: list[Document]) -> tuple[list[dict], int]:
         pairs = [d.metadata["row"] for d in docs]
@@ -157,7 +142,7 @@ class ScoreTask(Task):
     async def rollout(self, engine, document: Document, pool) -> dict:
         import asyncio
 
-        scorer = make_scorer(engine, self.cfg.scorer, self.pool())
+        scorer = make_scorer(engine, self.cfg.scorer)
         [row] = await asyncio.get_running_loop().run_in_executor(pool, scorer.score, [document.metadata["row"]])
         return row
 
@@ -258,10 +243,7 @@ def self_check(model: str, cfg: CurateConfig, pairs_dir: Path, scored_dir: Path,
     if len({r["output"] for r in sample}) < 2:  # a neighbor needs another output to borrow
         kinds = [k for k in kinds if k != "neighbor"]
     negatives = build_negatives(sample, kinds, seed=cfg.self_check_seed)
-    scoring = cfg.scorer.model_copy(update={"kind": kind})
-    # the negatives are scored against the same instructions of the run as the real pairs were
-    pool = run_pool(pairs_dir, cfg) if SCORERS.get(kind).uses_pool else None
-    scorer = make_scorer(make_engine(model, cfg.engine, run_dir=run_dir), scoring, pool)
+    scorer = make_scorer(make_engine(model, cfg.engine, run_dir=run_dir), cfg.scorer.model_copy(update={"kind": kind}))
     try:
         # one call for every kind: the engine batches them together and the shared instructions' reverse
         # baselines are computed once
@@ -366,14 +348,13 @@ def run_curate(pairs: str, model: str, output: str, config: CurateConfig | None 
         if cfg.max_pairs >= 0:
             total = min(total, cfg.max_pairs)
     scoring = cfg.scorer.model_copy(update={"kind": kind}).model_dump(exclude={"pmi_mapping", "pmi_cuts"})
-    key = stable_id(model, json.dumps(scoring, sort_keys=True), str(pairs_dir.resolve()), cfg.max_pairs,
-                    SCORERS.get(kind).revision)
+    key = stable_id(model, json.dumps(scoring, sort_keys=True), str(pairs_dir.resolve()), cfg.max_pairs)
     scored_dir = work / f"scored-{key}"
     log.warning("curate: scoring %s pairs from %s with %s (scorer %s, %s engine, %s executor) -> %s",
                 "?" if total is None else total, pairs_dir, model, kind, cfg.engine.kind, cfg.executor.kind, out)
     reader = RowsReader(pairs_dir, id_key="pair_id", text_key="output", limit=cfg.max_pairs)
     writer = ShardWriter(scored_dir, "curated", work / f"stats-{key}", work_dir=work / f"chunks-{key}")
-    task = ScoreTask(model, scored_cfg, pairs_dir)
+    task = ScoreTask(model, scored_cfg)
     rollout, inference = None, {}
     if cfg.engine.kind == "vllm":
         rollout, inference = _vllm_rollout(task, model, cfg, kind)

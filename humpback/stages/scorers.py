@@ -12,9 +12,7 @@
   (does the output say what was asked), the log-probability that the assistant turn ends where the
   output ends (complete, not cut off), and the output's own log-likelihood (fluent text, not page
   furniture); plus the cosine of the instruction's and the output's all-MiniLM-L6-v2 embeddings (the
-  shipped embedder), which a 135M model's likelihoods cannot replace for topic match; plus a contrast with
-  the run's other instructions (does the nearest rival instruction explain the output better than its
-  own?), which tells an answer from an answer to another question on the same topic. Mapped to 1-5 like
+  shipped embedder), which a 135M model's likelihoods cannot replace for topic match. Mapped to 1-5 like
   ``pmi``. The weights and how they were fitted: docs/eval.md.
 """
 
@@ -31,7 +29,6 @@ from ..core.config import StrictModel
 from ..engines.base import CHOICE_LOGPROBS, CONTINUATION_LOGPROBS, GENERATE, Engine, GenerationRequest
 from ..core.prompts import render
 from ..core.registry import Registry
-from .instruction_pool import InstructionPool
 
 DIGITS = ["1", "2", "3", "4", "5"]
 _SCORE_LINE = re.compile(r"^\W*score\W*[:=]\s*\**\s*(-?\d+(?:\.\d+)?)\s*(?:/\s*5)?\s*\**\s*\.?\s*$", re.I)
@@ -50,11 +47,6 @@ class ScorerConfig(StrictModel):
     # thresholds: absolute PMI values (nats/token) separating scores 1|2|3|4|5
     pmi_cuts: list[float] = Field(default_factory=lambda: [0.3, 0.55, 0.75, 0.9])
     auto_params_threshold: float = 1e9  # auto: models below this many parameters use humpback, others rubric
-    # humpback's contrast: each output against the instructions of this many most similar other pairs of the
-    # run, over its first contrast_chars characters; the run's instructions are sampled down to contrast_pool
-    contrast_k: int = Field(1, ge=0)
-    contrast_chars: int = Field(400, ge=50)
-    contrast_pool: int = Field(20000, ge=2)
 
     @field_validator("kind")
     @classmethod
@@ -111,8 +103,6 @@ class Scorer:
     # ``score`` is already 1-5
     mapped: bool = False
     value_name: str = "score"  # what ``continuous`` returns, as eval scorer's table names it
-    uses_pool: bool = False  # True: scores a pair against the run's other instructions (``set_pool``)
-    revision: str = ""  # changes when the same config would score differently (fitted weights): cached scores go
 
     def __init__(self, engine: Engine, cfg: ScorerConfig) -> None:
         self.engine, self.cfg = engine, cfg
@@ -121,10 +111,6 @@ class Scorer:
     def score(self, pairs: Sequence[dict]) -> list[dict]:
         """Score rows (without pair_id/scorer/model) for each pair, in order."""
         raise NotImplementedError
-
-    def set_pool(self, pool: "InstructionPool") -> None:
-        """The instructions of every pair scored together in this run (curate's input, eval's real pairs); a
-        scorer that judges a pair against the others uses them, the others ignore them."""
 
     @staticmethod
     def continuous(row: dict) -> Optional[float]:
@@ -196,13 +182,12 @@ class RubricGenerateScorer(Scorer):
 
 
 def conditional_logprobs(engine: Engine, outputs: Sequence[str], instructions: Sequence[Sequence[str]],
-                         system: Optional[str] = None, max_output_chars: int = 6000, baseline: bool = True):
+                         system: Optional[str] = None, max_output_chars: int = 6000):
     """For each output: (log p(output | empty request), [log p(output | instruction) for its instructions]).
 
     The unconditional side keeps the chat frame with an empty request, so a difference isolates what the
     instruction itself explains about the output; it is computed once per distinct output, however many
-    instructions that output is scored with (best-of-k candidates, shuffled negatives). ``baseline=False``
-    leaves it out (None) where only instructions are compared with each other.
+    instructions that output is scored with (best-of-k candidates, shuffled negatives).
     """
     from ..core.prompts import chat_messages
 
@@ -210,7 +195,7 @@ def conditional_logprobs(engine: Engine, outputs: Sequence[str], instructions: S
     uncond = fmt(chat_messages("", system=system))
     cut = [_cut(o, max_output_chars) for o in outputs]
     prompts, conts, slots = [], [], {}
-    for text in dict.fromkeys(cut) if baseline else ():
+    for text in dict.fromkeys(cut):
         slots[(None, text)] = len(prompts)
         prompts.append(uncond)
         conts.append(text)
@@ -224,7 +209,7 @@ def conditional_logprobs(engine: Engine, outputs: Sequence[str], instructions: S
                 conts.append(text)
             owners.append((i, slots[key]))
     scores = engine.continuation_logprobs(prompts, conts) if prompts else []
-    out = [(scores[slots[(None, text)]] if baseline else None, []) for text in cut]
+    out = [(scores[slots[(None, text)]], []) for text in cut]
     for i, slot in owners:
         out[i][1].append(scores[slot])
     return out
@@ -276,9 +261,8 @@ def turn_end(engine: Engine) -> str:
 # The likelihood features are in nats and similarity is a cosine, so the blend carries over to other models
 # without refitting; the test split it was not fitted on is where its AUROCs are reported (docs/eval.md).
 HUMPBACK_WEIGHTS = {"pmi": -5.678, "pmi_sqrt": 1.294, "reverse_pmi": 1.274, "end": 0.219, "fluency": 0.731,
-                    "similarity": 3.255, "contrast": 0.08}
+                    "similarity": 3.255}
 NEUTRAL_END = -3.4  # median end log-probability of real dev answers: used when the output was cut short
-NEUTRAL_CONTRAST = 0.0  # no other instruction to compare with: as likely under its own as under the best other
 
 
 def reverse_logprobs(engine: Engine, outputs: Sequence[str], instructions: Sequence[str]):
@@ -307,30 +291,6 @@ class HumpbackScorer(Scorer):
     needs = (CONTINUATION_LOGPROBS,)
     mapped = True
     value_name = "blend of likelihood features (nats)"
-    uses_pool = True
-    revision = ",".join(f"{k}={w}" for k, w in HUMPBACK_WEIGHTS.items())
-    pool: Optional[InstructionPool] = None
-
-    def set_pool(self, pool: InstructionPool) -> None:
-        self.pool = pool
-
-    def contrast(self, outputs: Sequence[str], instrs: Sequence[str], vectors) -> list[Optional[float]]:
-        """log p(output | its instruction) minus the best of the same under the ``contrast_k`` most similar other
-        instructions of the pool, summed over the output's first ``contrast_chars`` characters: below 0 when
-        another pair's instruction explains this output better than its own (None without a pool to compare
-        with). The text is the same on both sides, so its fluency cancels out; summed, not averaged, so that a
-        first sentence alone, which its own instruction predicts well per token, carries little evidence."""
-        k = self.cfg.contrast_k
-        if self.pool is None or k == 0 or len(self.pool) < 2:
-            return [None] * len(outputs)
-        near = self.pool.nearest(instrs, vectors, k)
-        both = conditional_logprobs(self.engine, outputs, [[q, *n] for q, n in zip(instrs, near)],
-                                    self.cfg.system, self.cfg.contrast_chars, baseline=False)
-        out = []
-        for _, (own, *others) in both:
-            sums = [o.sum for o in others if o.n_tokens]
-            out.append(own.sum - max(sums) if sums and own.n_tokens else None)
-        return out
 
     def features(self, pairs: Sequence[dict]) -> list[Optional[dict]]:
         """The blend's inputs per pair (None when the output or the instruction has no tokens)."""
@@ -353,9 +313,8 @@ class HumpbackScorer(Scorer):
         from ..evaluate.diversity import embed
 
         vec_i, vec_o = embed(instrs), embed(outputs)
-        contrast = self.contrast(outputs, instrs, vec_i)
         rows = []
-        for o, m, c, (rc, ru), vi, vo, ct in zip(outputs, marked, cond, rev, vec_i, vec_o, contrast):
+        for o, m, c, (rc, ru), vi, vo in zip(outputs, marked, cond, rev, vec_i, vec_o):
             u = uncond[_cut(o, limit)]
             ended = end and m.endswith(end) and c.n_tokens > u.n_tokens
             toks = c.token_logprobs[:-1] if ended else c.token_logprobs
@@ -367,8 +326,7 @@ class HumpbackScorer(Scorer):
             rows.append({"pmi": f_sum / n, "pmi_sqrt": f_sum / math.sqrt(n),
                          "reverse_pmi": (rc.sum - ru.sum) / rc.n_tokens,
                          "end": c.token_logprobs[-1] if ended else NEUTRAL_END, "fluency": u.mean,
-                         "similarity": float(vi @ vo),
-                         "contrast": NEUTRAL_CONTRAST if ct is None else ct, "tokens": n})
+                         "similarity": float(vi @ vo), "tokens": n})
         return rows
 
     def score(self, pairs):
@@ -390,11 +348,8 @@ def is_mapped(kind: str) -> bool:
     return SCORERS.get(kind).mapped
 
 
-def make_scorer(engine: Engine, cfg: ScorerConfig, pool: Optional[InstructionPool] = None) -> Scorer:
-    scorer = SCORERS.get(resolve_kind(cfg, engine))(engine, cfg)
-    if pool is not None:
-        scorer.set_pool(pool)
-    return scorer
+def make_scorer(engine: Engine, cfg: ScorerConfig) -> Scorer:
+    return SCORERS.get(resolve_kind(cfg, engine))(engine, cfg)
 
 
 def pmi_to_scores(values: Sequence[Optional[float]], cfg: ScorerConfig) -> tuple[list[Optional[float]], list[float]]:

@@ -13,12 +13,8 @@ from humpback.core.config import EngineConfig
 from humpback.stages.curate import CurateConfig, run_curate
 from humpback.evaluate.negatives import build_negatives
 from humpback.evaluate.common import auroc
-from humpback.core.prompts import chat_messages
-from humpback.evaluate.diversity import embed
-from humpback.stages.instruction_pool import InstructionPool
 from humpback.stages.scorers import (
     HUMPBACK_WEIGHTS,
-    NEUTRAL_CONTRAST,
     NEUTRAL_END,
     HumpbackScorer,
     ScorerConfig,
@@ -69,39 +65,6 @@ def test_humpback_rows_have_the_blend_of_named_features(tiny_engine):
     assert alone == pytest.approx(rows[2]["pmi"], abs=1e-4)
 
 
-def test_instruction_pool_finds_the_nearest_other_instructions_never_the_same_one():
-    questions = [a for a, _ in PAIRS] + ["When should I water tomato plants?", PAIRS[1][0]]
-    pool = InstructionPool(questions)
-    assert len(pool) == len(PAIRS) + 1  # a repeated instruction is one entry
-    asked = [PAIRS[0][0], "How do I stop my loaf drying out?"]  # the second is not in the pool
-    near = pool.nearest(asked, embed(asked), 2)
-    assert near[0][0] == "When should I water tomato plants?" and PAIRS[0][0] not in near[0]
-    assert near[1][0] == PAIRS[4][0] and all(len(n) == 2 for n in near)
-    assert pool.nearest(asked, embed(asked), 2) == near  # the same every time
-    assert len(pool.nearest(asked[:1], embed(asked[:1]), 50)[0]) == len(pool) - 1
-    assert InstructionPool(["", "  "]).nearest(asked, embed(asked), 3) == [[], []]
-
-
-def test_contrast_is_the_output_under_its_instruction_against_the_best_nearest_other(tiny_engine):
-    pairs = _pairs()
-    cfg = ScorerConfig(kind="humpback", contrast_k=2, contrast_chars=80)
-    scorer = HumpbackScorer(tiny_engine, cfg)
-    assert all(f["contrast"] == NEUTRAL_CONTRAST for f in scorer.features(pairs))  # no pool, nothing to compare
-    pool = InstructionPool([p["instruction"] for p in pairs])
-    scorer.set_pool(pool)
-    feats = scorer.features(pairs)
-    for p, f in zip(pairs[:2], feats[:2]):
-        [others] = pool.nearest([p["instruction"]], embed([p["instruction"]]), 2)
-        text = p["output"][:80]
-        sums = [s.sum for s in tiny_engine.continuation_logprobs(
-            [tiny_engine.format_chat(chat_messages(q)) for q in [p["instruction"], *others]], [text] * 3)]
-        assert f["contrast"] == pytest.approx(sums[0] - max(sums[1:]), abs=1e-3)
-    # with a pool, a pair still scores the same alone as in a batch
-    assert scorer.score(pairs[3:4])[0]["pmi"] == pytest.approx(scorer.score(pairs)[3]["pmi"], abs=1e-4)
-    assert HumpbackScorer(tiny_engine, cfg.model_copy(update={"contrast_k": 0})).features(pairs[:1])[0][
-        "contrast"] == NEUTRAL_CONTRAST
-
-
 def test_humpback_end_feature_is_neutral_for_a_cut_output_and_nulls_are_kept(tiny_engine):
     scorer = HumpbackScorer(tiny_engine, ScorerConfig(kind="humpback", max_output_chars=100))
     long_pair = {"instruction": "Tell me about tomatoes.", "output": "Tomatoes like sun. " * 20}
@@ -127,9 +90,6 @@ def test_curate_with_the_default_scorer_maps_to_tiers_and_checks_every_kind(tmp_
     scores = records.read_rows(tmp_path / "cur" / "scores")
     assert len(scores) == 12 and all(s["score"] in {1.0, 2.0, 3.0, 4.0, 5.0} for s in scores)
     assert all(s["scorer"] == "humpback" and s["pmi"] is not None for s in scores)
-    # every pair was compared with the input's other instructions (curate reads them as the pool)
-    contrast = [float(s["rationale"].split("contrast=")[1].split()[0]) for s in scores]
-    assert all(c != NEUTRAL_CONTRAST for c in contrast)
     chk = stats["self_check"]
     assert set(chk["negatives"]) == {"shuffled", "neighbor", "truncated", "boilerplate"}
     assert chk["auroc"] == chk["negatives"]["shuffled"]["auroc"]

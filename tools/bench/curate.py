@@ -18,7 +18,6 @@ from pathlib import Path
 from humpback.core.config import EngineConfig
 from humpback.engines.transformers_engine import TransformersEngine
 from humpback.evaluate.common import auroc
-from humpback.stages.instruction_pool import InstructionPool
 from humpback.stages.scorers import SCORERS, ScorerConfig, shuffled_pairs
 from humpback.stages.seed import BUILTIN_SEED_PATH
 
@@ -47,9 +46,6 @@ def main() -> None:
                            max_output_chars=args.max_output_chars)
         scorer = SCORERS[kind](engine, cfg)
         t0 = time.perf_counter()
-        # as curate does: the pool (instructions and their embeddings) is made once per run, inside the timing
-        if scorer.uses_pool:
-            scorer.set_pool(InstructionPool([p["instruction"] for p in pairs]))
         real = scorer.score(pairs)
         elapsed = time.perf_counter() - t0
         rates[kind] = len(pairs) / elapsed
