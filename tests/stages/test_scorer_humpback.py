@@ -119,7 +119,6 @@ def test_smollm2_humpback_scorer_on_held_out_faq_pairs(smollm2_dir):
     pairs = [{"pair_id": p["id"], "instruction": p["instruction"], "output": p["output"]} for p in pairs]
     engine = TransformersEngine(smollm2_dir, EngineConfig(progress=False))
     scorer = HumpbackScorer(engine, ScorerConfig(kind="humpback", max_output_chars=2000))
-    scorer.set_pool(InstructionPool([p["instruction"] for p in pairs]))  # as eval scorer and curate do
     real = [r["pmi"] for r in scorer.score(pairs)]
     negs = build_negatives(pairs, ["shuffled", "truncated", "boilerplate"], seed=0)
     got = {k: auroc(real, [r["pmi"] for r in scorer.score(batch)]) for k, batch in negs.items()}
