@@ -109,7 +109,7 @@ def evaluate_scorers(
             scfg = base_scorer.model_copy(update={"kind": kind})
             results = {}
             for name, batch in (("real", real), *negs.items()):
-                key = fingerprint([model_key(spec.model), scfg.model_dump(), cfg.seed, ids,
+                key = fingerprint([model_key(spec.model), scfg.model_dump(), SCORERS.get(kind).revision, cfg.seed, ids,
                                    [[b["instruction"], b["output"]] for b in batch]])
                 results[name] = cached_chunks(
                     out / ".work" / f"{kind}-{key}-{name}", ids,

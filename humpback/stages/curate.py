@@ -38,6 +38,7 @@ from ..core.records import (
     write_json,
 )
 from .scorers import (
+    SCORERS,
     ScorerConfig,
     is_mapped,
     auto_kind,
@@ -348,7 +349,8 @@ def run_curate(pairs: str, model: str, output: str, config: CurateConfig | None 
         if cfg.max_pairs >= 0:
             total = min(total, cfg.max_pairs)
     scoring = cfg.scorer.model_copy(update={"kind": kind}).model_dump(exclude={"pmi_mapping", "pmi_cuts"})
-    key = stable_id(model, json.dumps(scoring, sort_keys=True), str(pairs_dir.resolve()), cfg.max_pairs)
+    key = stable_id(model, json.dumps(scoring, sort_keys=True), SCORERS.get(kind).revision, str(pairs_dir.resolve()),
+                    cfg.max_pairs)
     scored_dir = work / f"scored-{key}"
     log.warning("curate: scoring %s pairs from %s with %s (scorer %s, %s engine, %s executor) -> %s",
                 "?" if total is None else total, pairs_dir, model, kind, cfg.engine.kind, cfg.executor.kind, out)

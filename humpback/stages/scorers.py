@@ -103,6 +103,9 @@ class Scorer:
     # ``score`` is already 1-5
     mapped: bool = False
     value_name: str = "score"  # what ``continuous`` returns, as eval scorer's table names it
+    # what besides its config decides its scores (fitted weights): part of the keys of cached scores, so that a
+    # refit is never answered from scores cached before it
+    revision: str = ""
 
     def __init__(self, engine: Engine, cfg: ScorerConfig) -> None:
         self.engine, self.cfg = engine, cfg
@@ -291,6 +294,7 @@ class HumpbackScorer(Scorer):
     needs = (CONTINUATION_LOGPROBS,)
     mapped = True
     value_name = "blend of likelihood features (nats)"
+    revision = ",".join(f"{k}={w}" for k, w in HUMPBACK_WEIGHTS.items()) + f",neutral_end={NEUTRAL_END}"
 
     def features(self, pairs: Sequence[dict]) -> list[Optional[dict]]:
         """The blend's inputs per pair (None when the output or the instruction has no tokens)."""

@@ -156,6 +156,12 @@ def test_eval_scorer_auroc_agreement_histograms_and_cache(tmp_path, tiny_model_d
     again = evaluate_scorers(pairs, [s for s in specs if s.kind == "pmi"], out, sample=6, config=CFG,
                              corpus=str(corpus))
     assert again["scorers"]["pmi@tiny-llama"]["auroc"] == summary["scorers"]["pmi@tiny-llama"]["auroc"]
+    # ... unless what decides the scorer's values besides its config (fitted weights) changed
+    from humpback.stages.scorers import PMIScorer
+
+    monkeypatch.setattr(PMIScorer, "revision", "refit")
+    with pytest.raises(pytest.fail.Exception, match="model loaded on a cached rerun"):
+        evaluate_scorers(pairs, [s for s in specs if s.kind == "pmi"], out, sample=6, config=CFG, corpus=str(corpus))
 
 
 def test_negatives_are_deterministic_real_and_never_the_pairs_own_output():

@@ -110,6 +110,23 @@ def test_self_check_kinds_are_configurable_and_cached_per_choice(tmp_path, tiny_
     assert set(again["self_check"]["negatives"]) == {"shuffled", "boilerplate"}
 
 
+def test_a_refit_of_the_blend_is_never_answered_from_cached_scores(tmp_path, tiny_model_dir, monkeypatch):
+    src = tmp_path / "pairs.jsonl"
+    src.write_text("".join(json.dumps({"instruction": a, "output": b}) + "\n" for a, b in PAIRS))
+    cfg = CurateConfig(engine=FAST, self_check_sample=0)
+    run_curate(str(src), tiny_model_dir, str(tmp_path / "cur"), cfg)
+    before = {r["pair_id"]: r["pmi"] for r in records.read_rows(tmp_path / "cur" / "scores")}
+    # what a refit does to the source: new weights, hence a new revision
+    monkeypatch.setitem(HUMPBACK_WEIGHTS, "pmi", HUMPBACK_WEIGHTS["pmi"] + 1.0)
+    monkeypatch.setattr(HumpbackScorer, "revision", HumpbackScorer.revision + ",refit")
+    run_curate(str(src), tiny_model_dir, str(tmp_path / "cur"), cfg)
+    after = {r["pair_id"]: r for r in records.read_rows(tmp_path / "cur" / "scores")}
+    assert after.keys() == before.keys()
+    for pid, row in after.items():
+        feats = dict(kv.split("=") for kv in row["rationale"].split())
+        assert row["pmi"] == pytest.approx(before[pid] + float(feats["pmi"]), abs=1e-3)
+
+
 @pytest.mark.slow
 def test_smollm2_humpback_scorer_on_held_out_faq_pairs(smollm2_dir):
     """30 Python FAQ pairs from the test split (nobody on the team wrote them; never used to fit the blend)."""
