@@ -109,6 +109,9 @@ class TransformersEngine(Engine):
         dtype = None if name == "auto" else _DTYPES[name]
         self.tokenizer = _tokenizer or load_tokenizer(resolved)
         self.model = _model if _model is not None else load_causal_lm(resolved, dtype=dtype, device=str(self.device))
+        if (_model is None and name == "auto" and self.device.type == "cpu" and self.model.dtype == torch.bfloat16
+                and cpu_dtype("bfloat16") == "float32"):  # auto took a bf16 checkpoint's own dtype
+            self.model = self.model.float()
         self.model.eval()
         self.eos_ids = self._eos_ids()
         self.pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.eos_ids[0]

@@ -166,7 +166,7 @@ def test_choice_logprobs_with_a_shared_prefix_equal_direct_forward(tiny_engine):
 
 
 @pytest.mark.parametrize("units", [True, False])
-def test_bfloat16_on_a_cpu_without_bf16_units_runs_in_float32(tiny_model_dir, monkeypatch, units):
+def test_bfloat16_on_a_cpu_without_bf16_units_runs_in_float32(tiny_model_dir, tmp_path, monkeypatch, units):
     """torch emulates bf16 matmuls on a CPU without AMX / AVX512-BF16, many times slower than fp32: there the
     engine and training use fp32 instead; with the units they keep bf16."""
     from humpback.core import hardware
@@ -179,3 +179,9 @@ def test_bfloat16_on_a_cpu_without_bf16_units_runs_in_float32(tiny_model_dir, mo
     assert _bf16(TrainConfig(precision="bfloat16"), "cpu") is units
     assert _bf16(TrainConfig(precision="auto"), "cpu") is units
     assert _bf16(TrainConfig(precision="float32"), "cpu") is False
+    # dtype auto takes a checkpoint's own dtype: a bf16 one too runs in fp32 on a CPU without the units
+    bf16_dir = tmp_path / "bf16"
+    engine.model.to(torch.bfloat16).save_pretrained(bf16_dir)
+    engine.tokenizer.save_pretrained(bf16_dir)
+    auto = TransformersEngine(str(bf16_dir), EngineConfig(dtype="auto", progress=False))
+    assert next(auto.model.parameters()).dtype == (torch.bfloat16 if units else torch.float32)
