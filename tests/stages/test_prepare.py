@@ -6,15 +6,18 @@ from __future__ import annotations
 import gzip
 import json
 import os
+import time
 from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from datatrove.data import Document
 
 from humpback.core.config import ConfigError
 from humpback.stages.prepare import PrepareConfig, run_prepare
-from humpback.stages.prepare.config import SegmentConfig, load_prepare_config
+from humpback.stages.prepare.config import ExtractConfig, SegmentConfig, load_prepare_config
+from humpback.stages.prepare.extract import ExtractorStartError, HtmlToMarkdown
 from humpback.stages.prepare.dedup import normalize_for_exact
 from humpback.stages.prepare.readers import looks_like_html
 from humpback.stages.prepare.segment import SegmentRules, segment_document
@@ -280,6 +283,39 @@ def test_bad_input_is_counted_and_quarantined_with_its_reason(corpus):
     assert docs["skipped"]["blank_lines"] == 1
     for kind in ("warc_request_records", "warc_non_html_records", "warc_non_2xx_responses"):
         assert docs["skipped"][kind] >= 1, kind
+
+
+class _SlowStart(HtmlToMarkdown):
+    """An extractor whose process takes ``warmup_s`` to start (the warm-up page), as on a loaded machine."""
+
+    warmup_s = 0.0
+
+    def extract(self, text: str) -> str:
+        if "Warm-up" in text:
+            time.sleep(self.warmup_s)
+        return super().extract(text)
+
+
+def _extract_pages(tmp_path, warmup_s: float, **cfg) -> tuple[list, dict]:
+    step = _SlowStart(ExtractConfig(**cfg), str(tmp_path / "q"))
+    step.warmup_s = warmup_s
+    page = html_page("Bread", BREAD_SECTIONS)
+    docs = [Document(text=page, id=f"p{i}", metadata={"html": True, "source": "s", "doc_id": f"p{i}"})
+            for i in range(2)]
+    out = list(step.run(iter(docs)))
+    return out, {k: v.total for k, v in step.stats.stats.items()}
+
+
+def test_a_slow_extractor_start_costs_no_page(tmp_path):
+    # the start takes longer than a page may, but it is allowed its own time: both pages are extracted
+    out, stats = _extract_pages(tmp_path, warmup_s=1.0, timeout_s=0.3, startup_timeout_s=60)
+    assert [d.id for d in out] == ["p0", "p1"] and stats.get("extracted") == 2
+    assert "quarantined" not in stats
+
+
+def test_an_extractor_that_never_starts_fails_the_task_instead_of_quarantining_pages(tmp_path):
+    with pytest.raises(ExtractorStartError, match=r"extract.startup_timeout_s \(0.2s\), 3 times"):
+        _extract_pages(tmp_path, warmup_s=30.0, timeout_s=0.2, startup_timeout_s=0.2)
 
 
 def test_stats_balance_and_are_written(corpus):

@@ -84,7 +84,10 @@ class ReadConfig(StrictModel):
 class ExtractConfig(StrictModel):
     """trafilatura settings for HTML pages; output is markdown so headings survive for segmentation."""
 
-    timeout_s: float = Field(10.0, gt=0)
+    timeout_s: float = Field(10.0, gt=0)  # per page; a page taking longer is quarantined (extract_timeout)
+    # for the extractor process to start (fork, imports, warm-up page), apart from any page: on a loaded machine
+    # a start can take longer than a page may, and that is no page's fault
+    startup_timeout_s: float = Field(120.0, gt=0)
     # trafilatura's precision mode removes link-dense elements, which takes out documentation headings
     # whose text is a self-link (<h2><a href="#x">Title</a></h2>): without them a page cannot be segmented.
     favor_precision: bool = False

@@ -16,9 +16,45 @@ from datatrove.pipeline.extractors.trafilatura import Trafilatura
 from .config import ExtractConfig
 from .readers import Quarantine, html_title, normalize_newlines
 
+log = logging.getLogger(__name__)
+
 _WARMUP_PAGE = (
     "<html><body><article><h1>Warm-up</h1><p>A page to load trafilatura.</p></article></body></html>"
 )
+
+
+class ExtractorStartError(RuntimeError):
+    """The extractor process did not start: the task fails (and reruns on resume) rather than quarantine pages."""
+
+
+class Sandbox(ExtractorSandbox):
+    """datatrove's sandbox, whose start is allowed ``startup_timeout`` instead of the per-page ``timeout``.
+
+    datatrove waits for a new extractor process (forked, importing trafilatura, extracting the warm-up page) as
+    long as for one page and then raises the page's TimeoutError, so on a loaded machine a slow start cost the
+    page that was next, quarantined as an extract timeout. A start that fails is tried again (a process forked
+    from a threaded one, like a Ray worker, can hang on a lock held at the fork); one that never succeeds fails
+    the task."""
+
+    def __init__(self, timeout: float, startup_timeout: float, warmup_text: str = "", attempts: int = 3) -> None:
+        super().__init__(timeout=timeout, warmup_text=warmup_text)
+        self.startup_timeout, self.attempts = startup_timeout, attempts
+
+    def _ensure_process(self, extract_fn) -> None:
+        if self.process is not None and self.process.is_alive():
+            return
+        page_timeout, self.timeout = self.timeout, self.startup_timeout
+        try:
+            for attempt in range(1, self.attempts + 1):
+                try:
+                    return super()._ensure_process(extract_fn)
+                except TimeoutError:
+                    log.warning("the extractor process did not start within %ss (attempt %d of %d)",
+                                self.startup_timeout, attempt, self.attempts)
+        finally:
+            self.timeout = page_timeout
+        raise ExtractorStartError(f"the trafilatura extractor process did not start within "
+                                  f"extract.startup_timeout_s ({self.startup_timeout}s), {self.attempts} times")
 
 
 class HtmlToMarkdown(Trafilatura):
@@ -31,6 +67,7 @@ class HtmlToMarkdown(Trafilatura):
             deduplicate=cfg.deduplicate,
             include_tables=cfg.include_tables,
         )
+        self.startup_timeout = cfg.startup_timeout_s
         self.quarantine = Quarantine(quarantine_dir, "extract", quarantine_max_chars)
 
     def extract(self, text: str) -> str:
@@ -55,7 +92,7 @@ class HtmlToMarkdown(Trafilatura):
         logging.getLogger("trafilatura").setLevel(logging.CRITICAL)
         try:
             # datatrove warms the sandbox up with "", which trafilatura reports as an unparsable document
-            with ExtractorSandbox(timeout=self.timeout, warmup_text=_WARMUP_PAGE) as extractor:
+            with Sandbox(self.timeout, self.startup_timeout, warmup_text=_WARMUP_PAGE) as extractor:
                 for doc in data:
                     if not doc.metadata.get("html"):
                         self.stat_update("passed_through")
@@ -80,6 +117,8 @@ class HtmlToMarkdown(Trafilatura):
                                 "extract_crashed", source, doc_id, doc.text, "the extractor process died"
                             )
                             continue
+                        except ExtractorStartError:
+                            raise
                         except Exception as e:  # trafilatura/lxml errors on malformed markup
                             self._drop("extract_error", source, doc_id, doc.text, f"{type(e).__name__}: {e}")
                             continue
