@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import logging
 import os
 import time
 from pathlib import Path
@@ -21,7 +22,7 @@ from humpback.stages.prepare.extract import ExtractorStartError, HtmlToMarkdown
 from humpback.stages.prepare.dedup import normalize_for_exact
 from humpback.stages.prepare.readers import looks_like_html
 from humpback.stages.prepare.segment import SegmentRules, segment_document
-from humpback.core.records import SEGMENT_SCHEMA
+from humpback.core.records import SEGMENT_SCHEMA, read_rows
 from sample_corpus import (BEES, BIKE, BREAD_SECTIONS, CAMPING, COFFEE, FRENCH_SECTIONS, SOFTWARE_README, TEA,
                            TOMATO_SECTIONS, html_page, markdown_doc, write_warc)
 
@@ -316,6 +317,33 @@ def test_a_slow_extractor_start_costs_no_page(tmp_path):
 def test_an_extractor_that_never_starts_fails_the_task_instead_of_quarantining_pages(tmp_path):
     with pytest.raises(ExtractorStartError, match=r"extract.startup_timeout_s \(0.2s\), 3 times"):
         _extract_pages(tmp_path, warmup_s=30.0, timeout_s=0.2, startup_timeout_s=0.2)
+
+
+def test_a_prepare_whose_extractor_never_starts_fails_and_its_rerun_loses_no_page(tmp_path, monkeypatch, caplog):
+    from sample_corpus import resume_corpus
+
+    src = resume_corpus(tmp_path)
+    base = {"progress": False, "tasks": 2, "workers": 1, "dedup.minhash": False}
+    whole = run_prepare([str(src)], tmp_path / "whole", overrides=base)
+    extract = HtmlToMarkdown.extract
+
+    def hangs_at_start(self, text):
+        if "Warm-up" in text:
+            time.sleep(30)  # far past the start's limit below: the sandbox ends it
+        return extract(self, text)
+
+    monkeypatch.setattr(HtmlToMarkdown, "extract", hangs_at_start)
+    with pytest.raises(Exception, match="did not start|did not finish"):
+        run_prepare([str(src)], tmp_path / "out", overrides={**base, "extract.startup_timeout_s": 0.2})
+    assert not (tmp_path / "out" / "quarantine").is_dir() or not any(
+        f.read_text() for f in (tmp_path / "out" / "quarantine").glob("*.jsonl"))  # no page was blamed
+    monkeypatch.undo()
+    with caplog.at_level(logging.WARNING):  # a longer start is no other config: the rerun resumes
+        again = run_prepare([str(src)], tmp_path / "out", overrides={**base, "extract.startup_timeout_s": 300})
+    assert "starting over" not in caplog.text
+    assert again.num_segments == whole.num_segments > 0 and again.stats["documents"]["quarantined"] == {}
+    key = lambda r: r["segment_id"]  # noqa: E731
+    assert sorted(read_rows(again.segments_dir), key=key) == sorted(read_rows(whole.segments_dir), key=key)
 
 
 def test_stats_balance_and_are_written(corpus):

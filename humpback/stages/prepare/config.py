@@ -172,8 +172,10 @@ class PrepareConfig(StrictModel):
     progress: bool = True
 
     def output_fingerprint_data(self) -> dict[str, Any]:
-        """The part of the config that changes what is written (workers, progress and where tasks run do not)."""
-        return self.model_dump(exclude={"workers", "progress", "slurm", "ray"})
+        """The part of the config that changes what is written (workers, progress, where tasks run and how long
+        the extractor may take to start do not: a rerun with a longer start resumes)."""
+        return self.model_dump(exclude={"workers": True, "progress": True, "slurm": True, "ray": True,
+                                        "extract": {"startup_timeout_s"}})
 
 
 def load_prepare_config(
