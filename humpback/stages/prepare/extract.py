@@ -13,6 +13,7 @@ from datatrove.data import DocumentsPipeline
 from datatrove.pipeline.extractors.base import ExtractorSandbox
 from datatrove.pipeline.extractors.trafilatura import Trafilatura
 
+from ...core.runs import RunError
 from .config import ExtractConfig
 from .readers import Quarantine, html_title, normalize_newlines
 
@@ -23,8 +24,9 @@ _WARMUP_PAGE = (
 )
 
 
-class ExtractorStartError(RuntimeError):
-    """The extractor process did not start: the task fails (and reruns on resume) rather than quarantine pages."""
+class ExtractorStartError(RunError):
+    """The extractor process did not start: the task fails (and reruns on resume) rather than quarantine pages;
+    the command reports it in one line."""
 
 
 class Sandbox(ExtractorSandbox):
@@ -54,7 +56,8 @@ class Sandbox(ExtractorSandbox):
         finally:
             self.timeout = page_timeout
         raise ExtractorStartError(f"the trafilatura extractor process did not start within "
-                                  f"extract.startup_timeout_s ({self.startup_timeout}s), {self.attempts} times")
+                                  f"extract.startup_timeout_s ({self.startup_timeout}s), {self.attempts} times; a "
+                                  f"rerun resumes (raise the key on a loaded machine)")
 
 
 class HtmlToMarkdown(Trafilatura):
