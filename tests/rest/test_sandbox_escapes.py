@@ -732,12 +732,18 @@ def test_escape_output_never_carries_the_canaries_or_the_nonce(host, monkeypatch
 
 
 def test_the_late_writer_never_writes(host):
-    # "outlive-the-run" starts a daemon that would write the host target 3 s later: wait that out once
+    # "outlive-the-run" starts a daemon that would write the host target 3 s later. What stops it is that the
+    # sandbox's end takes the daemon with it: assert that (no process carrying the marker is left) rather than
+    # waiting out the 3 s, which a loaded machine could stretch past any fixed sleep
     from humpback.rest.sandbox import SandboxLimits, run_tests
 
-    run_tests(_program("outlive-the-run", {**host["subs"], "marker": "late-" + secrets.token_hex(4)}), TESTS,
+    marker = "late-" + secrets.token_hex(4)
+    run_tests(_program("outlive-the-run", {**host["subs"], "marker": marker}), TESTS,
               SandboxLimits(timeout_s=TIMEOUT_S))
-    time.sleep(4)
+    deadline = time.time() + 3  # the kernel tears the sandbox's pid namespace down just after its init exits
+    while _processes_with(marker) and time.time() < deadline:
+        time.sleep(0.1)
+    assert _processes_with(marker) == [], "the daemon outlived the run: it could still write"
     assert not Path(host["subs"]["target"]).exists()
 
 
